@@ -25,10 +25,126 @@ def _bench_bgemm(args: argparse.Namespace) -> int:
     return run(json_path=args.json, repeats=args.repeats, kernel=args.kernel)
 
 
+def _model_name(value: str) -> str:
+    """argparse type for --model: the choices are registry.names(), looked up only when used."""
+    from lowbit.train import registry
+    if value not in registry.names():
+        raise argparse.ArgumentTypeError(
+            f"unknown model {value!r}; choose from: {', '.join(registry.names())}")
+    return value
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    data_help = "'fashion-mnist' (default search: $LOWBIT_DATA, /usr/share/datasets/fashion-mnist) " \
+                "or a folder with the four IDX files (real MNIST works too)"
+    p = sub.add_parser("train", help="train a registered model; checkpoint every epoch")
+    p.add_argument("--model", required=True, type=_model_name, metavar="NAME",
+                   help="a registered model (lenet300, lenet5, and the recipes of lowbit.train)")
+    p.add_argument("--data", default="fashion-mnist", help=data_help)
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint.pt, history.json, result.json go here")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start over even if --out has a checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="default 0 (a resumed run keeps its own)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--data", default="fashion-mnist", help=data_help)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("summary", help="per-layer params, bytes and MACs of a checkpoint or model name")
+    p.add_argument("target", metavar="CHECKPOINT|MODEL_NAME")
+    p.set_defaults(func=_summary)
+
+    p = sub.add_parser("demo", help="the main job end to end (for now: float LeNet-5, 1 epoch)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", default="fashion-mnist", help=data_help)
+    p.set_defaults(func=_demo)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lowbit.train.commands import train
+    return train(args.model, args.data, args.epochs, args.out, resume=args.resume, seed=args.seed,
+                 device=args.device, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
+                 val_size=args.val_size, overwrite=args.overwrite)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lowbit.codec import is_container
+    if is_container(args.checkpoint):  # a lowbit model file: runs without torch
+        from lowbit.runtime.evaluate import eval_command
+        return eval_command(args.checkpoint, None if args.data == "fashion-mnist" else args.data)
+    from lowbit.train.commands import eval_checkpoint
+    return eval_checkpoint(args.checkpoint, args.data, device=args.device, threads=args.threads)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from lowbit.train.commands import summary
+    return summary(args.target)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lowbit.demo import main as run
+    return run(out=args.out, device=args.device, threads=args.threads, data=args.data)
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="Deep Compression: prune, share weights, Huffman-code "
+                                         "a float checkpoint into a model file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--out", required=True, metavar="FILE", help="the model file to write")
+    p.add_argument("--json", metavar="REPORT", help="write the report (ratios, accuracies) here")
+    p.add_argument("--prune", metavar="SPEC", help="sparsity per layer: 0.9 | fc1=0.92,conv=0.5 "
+                   "| 1.5std (threshold q*std); default: the model's paper preset")
+    p.add_argument("--bits", metavar="SPEC", help="weight-sharing bits: 5 | conv=8,fc=5 | fc1=6 "
+                   "(0 = no sharing); default: preset")
+    p.add_argument("--index-bits", metavar="SPEC", help="relative-index bits (default: preset; "
+                   "5 for LeNets, else conv=8,fc=5)")
+    p.add_argument("--huffman", action="store_true", help="write the Huffman-coded file (P+Q+H)")
+    p.add_argument("--prune-steps", type=int, default=3, help="prune->retrain rounds")
+    p.add_argument("--prune-epochs", type=int, default=2, help="retraining epochs per round")
+    p.add_argument("--share-epochs", type=int, default=3, help="centroid fine-tuning epochs")
+    p.add_argument("--lr-prune", type=float, default=1e-3)
+    p.add_argument("--lr-share", type=float, default=1e-4)
+    p.add_argument("--init", default="linear", choices=["linear", "random", "density"],
+                   help="k-means initialisation")
+    p.add_argument("--codebook-dtype", default="f4", choices=["f4", "f2"])
+    p.add_argument("--bias-dtype", default="f4", choices=["f4", "f2"])
+    p.add_argument("--sensitivity", metavar="DIR", help="also write a per-layer pruning "
+                   "sensitivity table + PNG here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder of IDX files")
+    p.set_defaults(func=_compress)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from lowbit.train.compress import main as run
+    return run(args.checkpoint, args.out, args.json, prune=args.prune, bits=args.bits,
+               index_bits=args.index_bits, huffman=args.huffman, prune_steps=args.prune_steps,
+               prune_epochs=args.prune_epochs, share_epochs=args.share_epochs,
+               lr_prune=args.lr_prune, lr_share=args.lr_share, init=args.init,
+               codebook_dtype=args.codebook_dtype, bias_dtype=args.bias_dtype,
+               sensitivity=args.sensitivity, seed=args.seed, threads=args.threads,
+               data=None if args.data == "fashion-mnist" else args.data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_train(sub)
     _add_bench(sub)
+    _add_compress(sub)
     return parser
 
 

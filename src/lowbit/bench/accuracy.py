@@ -1,0 +1,136 @@
+"""Accuracy benchmark of the low-bit recipes on Fashion-MNIST (``lowbit bench accuracy``).
+
+Trains every entry of ``RUNS`` (float LeNet-5 first, as the reference) on the 60 000 training
+images with the recipe's default settings, evaluates the 10 000 test images once at the end,
+writes ``OUT/<label>/checkpoint.pt`` + ``result.json`` per run and the table of all finished
+runs into docs/results.md (section ``## Low-bit accuracy (Fashion-MNIST)``).  A run whose
+``result.json`` exists is not trained again (``--force`` retrains), so the benchmark can be
+run piecewise on a busy machine: ``--only bnn-lenet5,xnor-lenet5``.
+
+Imports torch only through ``lowbit.train``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["RUNS", "run", "write_results", "main"]
+
+SECTION = "## Low-bit accuracy (Fashion-MNIST)"
+
+# label, registry name, kwargs, method description, W-A-G bits
+RUNS = [
+    ("lenet5", "lenet5", {}, "float LeNet-5 (reference)", "32-32-32"),
+    ("bwn-lenet5", "bwn-lenet5", {}, "BWN: binary weights, alpha per channel", "1-32-32"),
+    ("twn-lenet5", "twn-lenet5", {}, "TWN: ternary weights, per layer", "2-32-32"),
+    ("twn5-lenet5", "twn-lenet5", {"levels": 5}, "five-level {-2..2}*alpha weights", "3-32-32"),
+    ("dorefa-1-2-6", "dorefa-lenet5", {"bits": "1,2,6"}, "DoReFa-Net", "1-2-6"),
+    ("dorefa-2-2-32", "dorefa-lenet5", {"bits": "2,2,32"}, "DoReFa-Net", "2-2-32"),
+    ("dorefa-4-4-32", "dorefa-lenet5", {"bits": "4,4,32"}, "DoReFa-Net", "4-4-32"),
+    ("xnor-lenet5", "xnor-lenet5", {}, "XNOR-Net, blocks B-A-C-P", "1-1-32"),
+    ("xnor-lenet5-cbap", "xnor-lenet5", {"order": "CBAP"}, "XNOR-Net, blocks C-B-A-P", "1-1-32"),
+    ("bnn-lenet5", "bnn-lenet5", {}, "BNN LeNet-5", "1-1-32"),
+    ("bnn-mlp", "bnn-mlp", {}, "BNN MLP 784-3x1024-10", "1-1-32"),
+    ("bnn-vgg-small", "bnn-vgg-small", {}, "BNN VGG-small (conv-heavy)", "1-1-32"),
+]
+
+
+def run(label: str, name: str, kwargs: dict, out: Path, threads: int | None, epochs=None,
+        train_size: int | None = None, force: bool = False) -> dict:
+    """Train one entry (or return its stored result) and return the result dict."""
+    from lowbit.data import load, subset
+    from lowbit.train.loop import evaluate, fit
+    from lowbit.train.summary import summarize
+
+    res_file = out / label / "result.json"
+    if res_file.exists() and not force:
+        return json.loads(res_file.read_text())
+    images, labels = load("train")
+    if train_size:
+        images, labels = subset(images, labels, train_size, seed=0)
+    test_x, test_y = load("test")
+    t0 = time.perf_counter()
+    result = fit(name, (images, labels), None, kwargs=kwargs, epochs=epochs, threads=threads,
+                 out_dir=out / label, overwrite=True, device="cpu")
+    wall = time.perf_counter() - t0
+    acc = evaluate(result.model, test_x, test_y)
+    s = summarize(result.model)
+    info = {"label": label, "model": name, "kwargs": kwargs, "test_acc": acc,
+            "epochs": result.config["epochs"], "wall_seconds": round(wall, 1),
+            "train_size": len(labels), "packed_bytes": s.packed_bytes, "bytes_fp32": s.bytes_fp32,
+            "bops": sum(r.extra.get("BOPs", 0) for r in s.rows),
+            "float_macs": sum(r.extra.get("float MACs", r.macs) for r in s.rows),
+            "config": result.config, "history": result.history,
+            "checkpoint": str(result.checkpoint), "threads": threads}
+    res_file.write_text(json.dumps(info, indent=1, default=str) + "\n")
+    print(f"{label}: test {acc:.2%}  {info['epochs']} epochs  {wall:.0f} s", file=sys.stderr)
+    return info
+
+
+def _table(results: dict[str, dict]) -> str:
+    ref = results.get("lenet5", {}).get("test_acc")
+    lines = ["| method | recipe | W-A-G bits | test acc | diff vs float LeNet-5 | packed weight KB "
+             "| fp32 KB | epochs | wall time |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, name, kwargs, method, bits in RUNS:
+        r = results.get(label)
+        if r is None:
+            continue
+        diff = "0 (reference)" if label == "lenet5" else (
+            f"{100 * (r['test_acc'] - ref):+.2f}" if ref is not None else "n/a")
+        args = " ".join(f"{k}={v}" for k, v in kwargs.items())
+        sub = f" (first {r['train_size']} images)" if r.get("train_size", 60000) < 60000 else ""
+        lines.append(f"| {method} | `{name}{' ' + args if args else ''}` | {bits} | "
+                     f"{100 * r['test_acc']:.2f}% | {diff} | {r['packed_bytes'] / 1024:.1f} | "
+                     f"{r['bytes_fp32'] / 1024:.1f} | {r['epochs']}{sub} | "
+                     f"{r['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, dict], path: Path, notes: str = "") -> None:
+    """Replace (or append) the SECTION of ``path`` with the table and ``notes``."""
+    body = (f"{SECTION}\n\nWritten by `lowbit bench accuracy` (lowbit.bench.accuracy).  Training "
+            f"set: the 60 000 Fashion-MNIST training images, recipe defaults, seed 0, CPU; test "
+            f"accuracy on the 10 000 test images after the last epoch (no model selection).  "
+            f"Packed KB: every parameter in its trained width (binary weights 1 bit, rows padded "
+            f"to 64-bit words, scales/BatchNorm/first and last layers fp32).\n\n"
+            f"{_table(results)}\n{notes}")
+    text = path.read_text() if path.exists() else "# Results\n"
+    pat = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+    text = pat.sub(lambda _: body.rstrip() + "\n", text) if pat.search(text) else \
+        text.rstrip() + "\n\n" + body.rstrip() + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None, out: str = "runs/accuracy",
+         results_md: str = "docs/results.md") -> int:
+    p = argparse.ArgumentParser(prog="lowbit bench accuracy", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=out, help="run folders (default %(default)s)")
+    p.add_argument("--results", default=results_md, help="markdown file to update")
+    p.add_argument("--only", default=None, help="comma-separated labels: " +
+                   ", ".join(r[0] for r in RUNS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
+    p.add_argument("--train-size", type=int, default=None, help="train on a subset (smoke runs)")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--notes", default=None, help="markdown file appended below the table")
+    a = p.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else None
+    unknown = (only or set()) - {r[0] for r in RUNS}
+    if unknown:
+        p.error(f"--only: unknown labels {', '.join(sorted(unknown))}")
+    outdir = Path(a.out)
+    results = {}
+    for label, name, kwargs, _, _ in RUNS:
+        if only is None or label in only:
+            results[label] = run(label, name, kwargs, outdir, a.threads, a.epochs, a.train_size,
+                                 a.force)
+        elif (outdir / label / "result.json").exists():
+            results[label] = json.loads((outdir / label / "result.json").read_text())
+    notes = Path(a.notes).read_text() if a.notes else ""
+    write_results(results, Path(a.results), notes)
+    return 0

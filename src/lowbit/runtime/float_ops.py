@@ -1,0 +1,122 @@
+"""Float reference ops in numpy and a sequential graph executor (no torch).
+
+Runs the float graph of a model file, e.g. a Deep-Compression file whose tensors decode to
+dense float32 weights.  Layout is NCHW like torch; results agree with torch's float32 ops to
+rounding (tests/runtime/test_float_ops.py).
+
+Graph schema (``graph`` in a lowbit model file)::
+
+    {"input": {"shape": [C, H, W], "dtype": "uint8",
+               "normalization": {"mean": m, "std": s, "scale": 255.0}},   # optional
+     "ops": [op, ...]}                                                    # applied in order
+
+    {"op": "conv2d", "weight": NAME, "bias": NAME|null, "stride": [sh, sw], "padding": [ph, pw]}
+    {"op": "dense",  "weight": NAME, "bias": NAME|null}        # y = x @ W.T + b, W (out, in)
+    {"op": "maxpool2d", "kernel": [kh, kw], "stride": [sh, sw]}
+    {"op": "relu"}   {"op": "flatten"}                          # flatten keeps the batch axis
+
+uint8 images go through the normalisation look-up table of ``lowbit.data.Normalization``
+(``table()[pixel]``), so the float input is bit-identical to what training saw.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+           stride: Any = 1, padding: Any = 0) -> np.ndarray:
+    """NCHW x, OIHW w -> NCHW, via im2col and one matrix product."""
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    o, c, kh, kw = w.shape
+    if x.shape[1] != c:
+        raise ValueError(f"conv2d: input has {x.shape[1]} channels, weight expects {c}")
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # N C Ho Wo kh kw
+    n, _, ho, wo = win.shape[:4]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+    y = cols @ w.reshape(o, -1).T
+    if b is not None:
+        y += b
+    return np.ascontiguousarray(y.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))
+
+
+def maxpool2d(x: np.ndarray, kernel: Any = 2, stride: Any = None) -> np.ndarray:
+    kh, kw = _pair(kernel)
+    sh, sw = _pair(stride if stride is not None else kernel)
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    return win.max(axis=(4, 5))
+
+
+def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, dtype=x.dtype)
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[0], -1)
+
+
+def normalize(images: np.ndarray, graph: Mapping[str, Any]) -> np.ndarray:
+    """uint8 ``(N, H, W)`` / ``(N, C, H, W)`` -> the float32 input of the graph."""
+    spec = graph.get("input", {}) or {}
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        return images.astype(np.float32)
+    if images.ndim == 3:
+        images = images[:, None]
+    norm = spec.get("normalization")
+    if norm is None:
+        return images.astype(np.float32) / np.float32(255)
+    from lowbit.data import Normalization
+    return Normalization.from_dict(norm, "graph input normalization").table()[images]
+
+
+def forward(graph: Mapping[str, Any], tensor: Callable[[str], np.ndarray],
+            x: np.ndarray) -> np.ndarray:
+    """Run ``graph["ops"]`` on float32 ``x``; ``tensor(name)`` returns a dense float array."""
+    def get(name):
+        return None if name is None else np.asarray(tensor(name), dtype=np.float32)
+
+    x = np.asarray(x, dtype=np.float32)
+    for i, op in enumerate(graph["ops"]):
+        kind = op.get("op")
+        if kind == "conv2d":
+            x = conv2d(x, get(op["weight"]), get(op.get("bias")), op.get("stride", 1),
+                       op.get("padding", 0))
+        elif kind == "dense":
+            x = dense(x, get(op["weight"]), get(op.get("bias")))
+        elif kind == "maxpool2d":
+            x = maxpool2d(x, op.get("kernel", 2), op.get("stride"))
+        elif kind == "relu":
+            x = relu(x)
+        elif kind == "flatten":
+            x = flatten(x)
+        else:
+            raise ValueError(f"graph op {i}: unknown op {kind!r} for the float executor")
+    return x
+
+
+def predict(model_file: Any, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Class predictions (int64) of a ``lowbit.codec.ModelFile`` on uint8 images."""
+    out = []
+    for s in range(0, len(images), batch):
+        x = normalize(images[s:s + batch], model_file.graph)
+        out.append(forward(model_file.graph, model_file.tensor, x).argmax(axis=1))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)

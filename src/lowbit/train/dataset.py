@@ -1,0 +1,58 @@
+"""Image sets as torch tensors: uint8 pixels on the device, normalised batch by batch.
+
+``ImageSet`` keeps the raw uint8 images (4x smaller than float) on the training device and maps
+each batch through the normalisation look-up table of ``lowbit.data.Normalization``, so the
+float input a model sees is bit-identical to what numpy (and later the runtime) computes.
+It is also a ``torch.utils.data.Dataset`` for code that prefers a ``DataLoader``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lowbit.data import Normalization
+
+__all__ = ["ImageSet", "check_arrays"]
+
+
+def check_arrays(images, labels, what: str = "images") -> tuple[np.ndarray, np.ndarray]:
+    """Validate a ``(images, labels)`` pair: uint8 ``(N, 28, 28)`` / ``(N, 1, 28, 28)`` and
+    integer labels ``(N,)``; returns them with images shaped ``(N, 1, H, W)``."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{what}: expected uint8 pixels (as lowbit.data.load returns), "
+                         f"got dtype {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"{what}: expected shape (N, 28, 28) or (N, 1, 28, 28), got {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{what} labels: expected shape ({len(images)},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what} labels: expected integers, got dtype {labels.dtype}")
+    return images, labels.astype(np.int64)
+
+
+class ImageSet(Dataset):
+    """uint8 images + int64 labels on ``device``; ``batch(idx)`` returns normalised float32."""
+
+    def __init__(self, images, labels, normalization: Normalization,
+                 device: str | torch.device = "cpu", what: str = "images"):
+        images, labels = check_arrays(images, labels, what)
+        self.device = torch.device(device)
+        self.normalization = normalization
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        self.labels = torch.from_numpy(labels).to(self.device)
+        self.table = torch.from_numpy(normalization.table()).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float32 images ``(B, 1, H, W)`` and int64 labels for the given indices."""
+        return self.table[self.images[idx].long()], self.labels[idx]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.batch(slice(i, i + 1))
+        return x[0], y[0]
