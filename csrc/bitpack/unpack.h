@@ -76,7 +76,7 @@ LOWBIT_TARGET_AVX512 void unpack_row_avx512(const uint64_t* words, int64_t k, T*
     const __m512 plus = _mm512_set1_ps(1.0f), minus = _mm512_set1_ps(-1.0f);
     for (int64_t w = 0; w < full; ++w)
       for (int q = 0; q < 4; ++q) {
-        const __mmask16 m = static_cast<__mmask16>(words[w] >> (16 * q));
+        const uint16_t m = static_cast<uint16_t>(words[w] >> (16 * q));  // a __mmask16
         _mm512_storeu_ps(out + w * 64 + 16 * q, _mm512_mask_blend_ps(m, minus, plus));
       }
   }

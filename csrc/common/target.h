@@ -20,7 +20,17 @@
 
 #include "common/cpu.h"
 
-#if LOWBIT_X86 && (defined(__GNUC__) || defined(__clang__))
+#if defined(LOWBIT_SIMDE)
+// Test builds only (tests/runtime/simd_emulated.cpp): SIMDe implements the x86 intrinsics in
+// plain C, so the logic of the AVX2 / AVX-512 kernels can be checked on a CPU without them.
+// It says nothing about code generation for the real ISA; never use it for the extension.
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define LOWBIT_X86_PATHS 1
+#define LOWBIT_TARGET_AVX2
+#define LOWBIT_TARGET_AVX512
+#define _mm_popcnt_u64(x) __builtin_popcountll(x)
+#elif LOWBIT_X86 && (defined(__GNUC__) || defined(__clang__))
 #define LOWBIT_X86_PATHS 1
 #include <immintrin.h>
 #define LOWBIT_TARGET_AVX2 __attribute__((target("avx2,popcnt")))

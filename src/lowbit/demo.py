@@ -13,6 +13,7 @@ import time
 
 def main(out: str = "runs/demo", epochs: int = 1, device: str = "auto",
          threads: int | None = None, data: str | None = None) -> int:
+    import lowbit.train.commands  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
     from lowbit.data import DataError, load, train_val_split
     from lowbit.train.loop import evaluate, fit
     from lowbit.train.summary import summarize
