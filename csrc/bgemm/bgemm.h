@@ -4,8 +4,9 @@
 //   out: (M, N) int32,  out[m][n] = K - 2 * popcount(a[m] XOR b[n])  =  dot of the ±1 rows
 //
 // Structure (GotoBLAS style; micro.h has the maths and the micro-kernel contract):
-//   1. pack A into panels of MR rows, (ceil(M/MR), W, MR), and B into panels of NR rows,
-//      (ceil(N/NR), W, NR), zero-padded, so a micro-kernel walks two contiguous streams;
+//   1. pack B into panels of NR rows, (ceil(N/NR), W, NR), once per call, and each panel
+//      of MR rows of A, (kc, MR), just before it is used against a block of B panels; both
+//      zero-padded, so a micro-kernel walks two contiguous streams;
 //   2. cache blocking: K in blocks of kc <= kc_max words (an A and a B micro-panel stay in
 //      L1); B panels in blocks of about kL2Bytes, re-read from L2 by every A panel;
 //   3. threads: (block of B panels) x (chunk of A panels) work items split over `threads`
@@ -70,18 +71,18 @@ inline Buffer alloc_words(int64_t n) {
   return Buffer(p);
 }
 
-// Grow-only scratch for the packed panels, one pair per calling thread: a fresh allocation
-// of this size is an mmap, and its page faults cost 5-15% of a 3 ms product.  Holds on to
-// the largest packed operand the thread has used.
-inline uint64_t* scratch(int which, int64_t words) {
-  thread_local Buffer buffers[2];
-  thread_local int64_t capacity[2] = {0, 0};
-  if (capacity[which] < words) {
-    buffers[which].reset();
-    buffers[which] = alloc_words(words);
-    capacity[which] = words;
+// Grow-only scratch for the packed B panels, one per calling thread: a fresh allocation of
+// this size is an mmap, and its page faults cost 5-15% of a 3 ms product.  Holds on to the
+// largest packed B the thread has used.
+inline uint64_t* scratch_b(int64_t words) {
+  thread_local Buffer buffer;
+  thread_local int64_t capacity = 0;
+  if (capacity < words) {
+    buffer.reset();
+    buffer = alloc_words(words);
+    capacity = words;
   }
-  return buffers[which].get();
+  return buffer.get();
 }
 
 // src: (rows, W) row-major -> dst: (ceil(rows/R), W, R); dst[p][w][r] = src[p*R + r][w],
@@ -101,6 +102,17 @@ inline void pack_panels(const uint64_t* src, int64_t rows, int64_t W, int R, uin
   });
 }
 
+// One panel of A, just in time: dst (kn, R) = rows p*R .. p*R+R-1, words k0 .. k0+kn-1 of
+// src (rows, W); 0 for rows past the end.  It then stays in L1 for all the B panels.
+inline void pack_panel(const uint64_t* src, int64_t rows, int64_t W, int R, int64_t p,
+                       int64_t k0, int64_t kn, uint64_t* dst) {
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = p * R + r;
+    const uint64_t* s = src + row * W + k0;
+    for (int64_t w = 0; w < kn; ++w) dst[w * R + r] = row < rows ? s[w] : 0;
+  }
+}
+
 // c[i][j] = k - 2 * c[i][j] for i < rows, j < cols (row stride ldc).
 inline void finalize_rows(int32_t* c, int64_t ldc, int64_t rows, int64_t cols, int32_t k) {
   for (int64_t i = 0; i < rows; ++i) {
@@ -111,6 +123,7 @@ inline void finalize_rows(int32_t* c, int64_t ldc, int64_t rows, int64_t cols, i
 }
 
 constexpr int64_t kL2Bytes = 256 * 1024;  // budget for one block of packed B panels
+constexpr int64_t kApanelWords = 4096;     // one packed A panel (kc, MR), on the stack: 32 KiB
 
 }  // namespace bgemm_detail
 
@@ -126,13 +139,12 @@ inline void bgemm(const bgemm_detail::Kernel& kern, const uint64_t* a, const uin
   }
   const int MR = kern.mr, NR = kern.nr;
   const int64_t mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
-  uint64_t* const ap = scratch(0, mp * W * MR);
-  uint64_t* const bp = scratch(1, np * W * NR);
-  pack_panels(a, M, W, MR, ap, threads);
+  uint64_t* const bp = scratch_b(np * W * NR);
   pack_panels(b, N, W, NR, bp, threads);
 
-  // K blocks of (nearly) equal size kc <= kc_max.
-  const int64_t kblocks = (W + kern.kc_max - 1) / kern.kc_max;
+  // K blocks of (nearly) equal size kc <= kc_max (and small enough for the A panel buffer).
+  const int64_t kc_max = std::min<int64_t>(kern.kc_max, kApanelWords / MR);
+  const int64_t kblocks = (W + kc_max - 1) / kc_max;
   const int64_t kc = (W + kblocks - 1) / kblocks;
   // B panels per cache block, and the number of such blocks.
   const int64_t per_block = std::max<int64_t>(1, kL2Bytes / (NR * kc * 8));
@@ -143,6 +155,7 @@ inline void bgemm(const bgemm_detail::Kernel& kern, const uint64_t* a, const uin
     mchunks = std::min<int64_t>(mp, std::max<int64_t>(1, (4 * threads + nblocks - 1) / nblocks));
 
   parallel_for(nblocks * mchunks, threads, [&](int64_t i0, int64_t i1) {
+    alignas(64) uint64_t apan[kApanelWords];  // this thread's packed A panel, (kc, MR)
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t nb = item / mchunks, mc = item % mchunks;
       const int64_t q0 = nb * per_block, q1 = std::min(np, q0 + per_block);
@@ -155,7 +168,8 @@ inline void bgemm(const bgemm_detail::Kernel& kern, const uint64_t* a, const uin
           const int64_t row0 = p * MR;
           const int mr = static_cast<int>(std::min<int64_t>(MR, M - row0));
           int32_t* c = out + row0 * N + col0;
-          kern.micro(ap + p * W * MR + k0 * MR, bp + q0 * W * NR + k0 * NR, kn,
+          pack_panel(a, M, W, MR, p, k0, kn, apan);
+          kern.micro(apan, bp + q0 * W * NR + k0 * NR, kn,
                      q1 - q0, W * NR, c, N, mr, ncols, k0 == 0);
           if (last) finalize_rows(c, N, mr, ncols, K);
         }

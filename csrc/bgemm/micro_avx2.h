@@ -21,11 +21,14 @@
 //
 // On the development machine (AMD EPYC, Zen 1) popcnt and hybrid are within noise of each
 // other (~150 binary GMAC/s at ~2 GHz, the measured ceiling of XOR+POPCNT+ADD there) and
-// lut is ~25% slower: the front end (6 macro-ops per cycle), not the ALUs, limits hybrid.
+// lut is ~25% slower: the front end (~5 macro-ops per cycle sustained), not the ALUs,
+// limits hybrid.
 // Also tried and dropped: XOR in vectors + POPCNT from memory (store-forwarding bound,
 // ~120 GMAC/s); a POPCNT step written in inline asm (no gain); 3x3 / 2x5 / 4x2 tiles;
 // AVX2 Harley-Seal carry-save adders over 16-word blocks (equal to popcnt at K = 9216,
-// 20-30% slower at K <= 2304, where the blocks do not amortise), alone or next to popcnt.
+// 20-30% slower at K <= 2304, where the blocks do not amortise), alone or next to popcnt;
+// the AND form popcount(a ^ b) = popcount(a) + popcount(b) - 2 popcount(a & b) with BMI1's
+// non-destructive ANDN (no register copy per pair): 5-10% slower.
 #pragma once
 
 #include <algorithm>

@@ -84,3 +84,9 @@ def test_rng_state_round_trip():
     set_rng_state(state)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_resume_needs_a_training_checkpoint(fashion_tiny, tmp_path):
+    save_checkpoint(tmp_path / "checkpoint.pt", build_model("lenet300"), epoch=1)
+    with pytest.raises(ValueError, match="field 'optimizer_state': missing, so the run cannot be resumed"):
+        fit("lenet300", fashion_tiny[0], resume=True, out_dir=tmp_path, progress=False)

@@ -18,6 +18,7 @@ being descheduled on a shared machine.  torch is imported here only: it is the b
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -88,7 +89,16 @@ def run_shape(m: int, n: int, k: int, repeats: int, path: str, torch, seed: int 
         "lowbit_cpu_ms": statistics.median(lc) * 1e3, "torch_cpu_ms": statistics.median(tc) * 1e3,
         "cpu_speedup": statistics.median(tc) / statistics.median(lc),
         "kernel": kernels.kernel_name(path), "threads": 1, "repeats": repeats,
+        "load_1min": _load(),
     }
+
+
+def _load() -> float | None:
+    """1-minute load average (a busy shared machine makes wall times noisy)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = None) -> int:
@@ -111,7 +121,8 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
     torch.set_num_threads(1)
     try:
         print(f"cpu: {cpu_name()}; kernel paths here: {', '.join(kernels.available_paths())}; "
-              f"torch {torch.__version__}; 1 thread; median of {repeats} interleaved repeats")
+              f"torch {torch.__version__}; 1 thread; median of {repeats} interleaved repeats; "
+              f"load average {_load()}")
         header = f"{'shape MxNxK':>18} {'lowbit ms':>10} {'torch ms':>9} {'speedup':>8} " \
                  f"{'bin GMAC/s':>11} {'fp32 GMAC/s':>12}  kernel"
         print(header)

@@ -192,6 +192,10 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     if ckpt_path is not None and ckpt_path.exists():
         if resume:
             ckpt = load_checkpoint(ckpt_path)
+            for key in ("optimizer_state", "schedule", "rng", "config", "normalization"):
+                if not ckpt.get(key):
+                    raise ValueError(f"{ckpt_path}: field {key!r}: missing, so the run cannot "
+                                     f"be resumed exactly (was it written by fit?)")
         elif not overwrite:
             raise FileExistsError(f"{ckpt_path}: a checkpoint is already there; resume it "
                                   f"(--resume) or choose another output folder (--out)")
