@@ -61,7 +61,7 @@ def _act(activation: str):
     return Q.get(activation)
 
 
-@register("bnn-mlp", epochs=10, lr=3e-3, **_BNN)
+@register("bnn-mlp", epochs=5, lr=3e-3, **_BNN)
 def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
             activation: str = "ste_sign", num_classes: int = 10) -> nn.Module:
     """BNN MLP (Hubara et al. 2016, the MNIST net scaled to 3x1024): binary hidden layers, BN
@@ -81,7 +81,7 @@ def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
     return nn.Sequential(mods)
 
 
-@register("bnn-lenet5", epochs=15, lr=1e-2, **_BNN)
+@register("bnn-lenet5", epochs=8, lr=1e-2, **_BNN)
 def bnn_lenet5(width: float = 1.0, first_layer: str = "float", activation: str = "ste_sign",
                num_classes: int = 10) -> nn.Module:
     """BNN LeNet-5 (Caffe shape, channels x ``width``): conv -> pool -> BN -> sign blocks."""
@@ -106,7 +106,7 @@ def _xnor(cls, *args, **kw):
     return cls(*args, bias=False, input_quantizer="xnor_sign", weight_quantizer="bwn", **kw)
 
 
-@register("xnor-lenet5", epochs=15, lr=3e-3, **_REAL)
+@register("xnor-lenet5", epochs=8, lr=3e-3, **_REAL)
 def xnor_lenet5(order: str = "BACP", num_classes: int = 10) -> nn.Module:
     """XNOR-Net LeNet-5 (Rastegari et al. 2016): binary inputs (K scaling) and binary weights
     (alpha per output channel) in conv2 and fc1; blocks BatchNorm -> BinActiv -> BinConv -> Pool
@@ -143,13 +143,13 @@ def _weight_only_lenet5(wq_factory, num_classes: int) -> nn.Module:
     ]))
 
 
-@register("bwn-lenet5", epochs=10, lr=3e-3, **_REAL)
+@register("bwn-lenet5", epochs=6, lr=3e-3, **_REAL)
 def bwn_lenet5(per_channel: bool = True, num_classes: int = 10) -> nn.Module:
     """Binary-Weight-Network LeNet-5: conv2 and fc1 weights alpha * sign(W), float activations."""
     return _weight_only_lenet5(lambda: Q.BinaryWeight(per_channel=per_channel), num_classes)
 
 
-@register("twn-lenet5", epochs=10, lr=3e-3, **_REAL)
+@register("twn-lenet5", epochs=6, lr=3e-3, **_REAL)
 def twn_lenet5(per_channel: bool = False, levels: int = 3, num_classes: int = 10) -> nn.Module:
     """Ternary-Weight-Network LeNet-5: conv2 and fc1 weights alpha * {-1,0,1} (``levels=3``)
     or the five-level alpha * {-2,-1,0,1,2} (``levels=5``); float activations."""
@@ -175,7 +175,7 @@ def parse_bits(bits) -> tuple[int, int, int]:
     return w, a, g
 
 
-@register("dorefa-lenet5", epochs=12, lr=3e-3, **_REAL)
+@register("dorefa-lenet5", epochs=6, lr=3e-3, **_REAL)
 def dorefa_lenet5(bits="1,2,6", num_classes: int = 10) -> nn.Module:
     """DoReFa-Net LeNet-5 with W-A-G bits (Zhou et al. 2016): conv2 and fc1 have W-bit weights
     and A-bit inputs (clip to [0, 1] then quantize), their output gradients are G-bit; fc2 has
@@ -196,7 +196,7 @@ def dorefa_lenet5(bits="1,2,6", num_classes: int = 10) -> nn.Module:
     ]))
 
 
-@register("bnn-vgg-small", epochs=3, lr=1e-2, **_BNN)
+@register("bnn-vgg-small", epochs=2, lr=1e-2, **_BNN)
 def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: int = 10) -> nn.Module:
     """Binary VGG-small for 28x28 (BNN): 64-64-pool-128-128-pool-256-256-pool (3x3 convs,
     padding 1 -- binary convs pad with -1), fc 2304-512 binary, fc 512-10 float weights; each

@@ -7,10 +7,10 @@ between min and max: the paper's choice, it keeps the rare large weights), ``"ra
 weight distribution).
 
 Fine-tuning: ``attach`` replaces a layer's ``weight`` parameter by a ``weight_centroids``
-parameter of shape ``(k,)`` plus a fixed assignment; before every forward the layer's weight is
-rebuilt as ``where(mask, centroids[index], 0)``.  Autograd's backward of that gather is a
-scatter-add, so each centroid's gradient is exactly the sum of the gradients of its weights,
-and pruned weights stay zero (they are not a function of any centroid).  ``detach_shared``
+parameter of shape ``(k,)`` plus a fixed assignment ``weight_index`` (``k`` marks a pruned
+weight); before every forward the layer's weight is rebuilt as ``[centroids, 0][index]``.
+Autograd's backward of that gather is an index-add, so each centroid's gradient is exactly the
+sum of the gradients of its weights, and pruned weights stay zero (they read a constant).  ``detach_shared``
 turns the layer back into a plain layer holding the shared values (for export / evaluation).
 """
 from __future__ import annotations
@@ -75,9 +75,12 @@ def kmeans(values: np.ndarray, k: int, init: str = "linear", iters: int = 500,
 
 
 def _pre_forward(module: nn.Module, args: Any) -> None:
+    # index k (one past the centroids) is the pruned slot: a constant zero with no gradient.
+    # index_select's backward is an index_add, i.e. the per-centroid sum of weight gradients.
     c = module.weight_centroids
-    module.weight = torch.where(module.weight_mask, c[module.weight_index],
-                                torch.zeros((), dtype=c.dtype, device=c.device))
+    ext = torch.cat([c, c.new_zeros(1)])
+    idx = module.weight_index
+    module.weight = ext.index_select(0, idx.reshape(-1)).view(idx.shape)
 
 
 def attach(module: nn.Module, centroids: torch.Tensor, index: torch.Tensor,
@@ -93,8 +96,9 @@ def attach(module: nn.Module, centroids: torch.Tensor, index: torch.Tensor,
     del module._parameters["weight"]
     module.register_parameter("weight_centroids", nn.Parameter(
         centroids.detach().to(device=w.device, dtype=w.dtype).clone()))
-    module.register_buffer("weight_index", index.to(device=w.device, dtype=torch.long),
-                           persistent=False)
+    mask = mask.to(device=w.device, dtype=torch.bool)
+    index = torch.where(mask, index.to(device=w.device, dtype=torch.long), centroids.numel())
+    module.register_buffer("weight_index", index, persistent=False)
     module.register_buffer("weight_mask", mask.to(device=w.device, dtype=torch.bool),
                            persistent=False)
     module._lowbit_share = module.register_forward_pre_hook(_pre_forward)
