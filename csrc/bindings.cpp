@@ -16,6 +16,9 @@
 #include <tuple>
 #include <vector>
 
+#include "bconv/bconv.h"
+#include "bconv/bitplane.h"
+#include "bconv/driver.h"
 #include "bgemm/bgemm.h"
 #include "bitpack/bitpack.h"
 #include "bitpack/unpack.h"
@@ -81,6 +84,108 @@ void def_unpack(nb::module_& m) {
       "Unpack words (rows, ceil(k/64)) into out (rows, k) as +1 / -1.");
 }
 
+
+template <class T>
+using In1 = nb::ndarray<const T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using In5 = nb::ndarray<const T, nb::ndim<5>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using Out1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using Out3 = nb::ndarray<T, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using Out4 = nb::ndarray<T, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
+template <class T>
+using In4 = nb::ndarray<const T, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
+using OutAny = nb::ndarray<nb::c_contig, nb::device::cpu>;
+
+const lowbit::bconv_detail::XKernel& xkernel(const std::string& path, const std::string& variant) {
+  check_path(path);
+  const auto* kern = lowbit::bconv_detail::find_xkernel(path, variant);
+  if (!kern) throw nb::value_error(("no xconv variant '" + variant + "' for path '" + path + "'").c_str());
+  return *kern;
+}
+
+void check_size(const char* what, size_t got, int64_t want) {
+  if (static_cast<int64_t>(got) != want)
+    throw nb::value_error((std::string(what) + ": expected " + std::to_string(want) +
+                           " elements, got " + std::to_string(got)).c_str());
+}
+
+// xconv2d: the bitwise conv2d / dense of bconv/bconv.h (kinds and stages documented there).
+void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<int64_t>& geom,
+                     int kind, int64_t oc, int64_t kbits, int a_bits, int w_bits,
+                     In1<int32_t> tap_sums, int pad_value, In1<int32_t> w_pop, int stage,
+                     OutAny out, In1<int32_t> thr, In1<uint8_t> flip, In1<float> scale,
+                     In1<float> bias, const std::string& path, const std::string& variant,
+                     int threads) {
+  using namespace lowbit;
+  const auto& kern = xkernel(path, variant);
+  check_threads(threads);
+  if (geom.size() != 6) throw nb::value_error("xconv2d: geom must be [kh, kw, sh, sw, ph, pw]");
+  ConvShape s{};
+  s.n = x.shape(0); s.h = x.shape(1); s.w = x.shape(2); s.planes = x.shape(3); s.cw = x.shape(4);
+  s.kh = geom[0]; s.kw = geom[1]; s.sh = geom[2]; s.sw = geom[3]; s.ph = geom[4]; s.pw = geom[5];
+  if (s.kh < 1 || s.kw < 1 || s.sh < 1 || s.sw < 1 || s.ph < 0 || s.pw < 0)
+    throw nb::value_error("xconv2d: kernel and stride must be >= 1, padding >= 0");
+  if (s.h + 2 * s.ph < s.kh || s.w + 2 * s.pw < s.kw)
+    throw nb::value_error("xconv2d: kernel larger than the padded input");
+  s.oh = (s.h + 2 * s.ph - s.kh) / s.sh + 1;
+  s.ow = (s.w + 2 * s.pw - s.kw) / s.sw + 1;
+  if (kind < 0 || kind > 3) throw nb::value_error("xconv2d: kind must be 0..3");
+  XOp op;
+  op.kind = static_cast<XKind>(kind);
+  op.oc = oc; op.kbits = kbits; op.a_bits = a_bits; op.w_bits = w_bits; op.pad_value = pad_value;
+  const int64_t taps = s.kh * s.kw, W = taps * s.cw;
+  if (oc < 0) throw nb::value_error("xconv2d: oc must be >= 0");
+  if (kbits < 0 || kbits > (int64_t{1} << 30) || kbits > W * 64 || kbits <= taps * (s.cw - 1) * 64)
+    throw nb::value_error("xconv2d: kbits must be kh*kw*C with ceil(C/64) == cw and <= 2**30");
+  const bool planar = op.kind == XKind::kPlanesBinary || op.kind == XKind::kPlanesPlanes;
+  if (planar ? s.planes != a_bits || a_bits < 1 || a_bits > 8 : s.planes != 1)
+    throw nb::value_error("xconv2d: x.shape[3] must be 1 (binary) or a_bits in 1..8 (planes)");
+  if (op.kind == XKind::kPlanesPlanes && (w_bits < 1 || w_bits > 8))
+    throw nb::value_error("xconv2d: w_bits must be in 1..8");
+  if (!planar) {
+    if (pad_value < -1 || pad_value > 1) throw nb::value_error("xconv2d: pad_value must be -1, 0 or 1");
+    check_size("xconv2d: tap_sums", tap_sums.size(), oc * taps);
+    op.tap_sums = tap_sums.data();
+  } else {
+    check_size("xconv2d: w_pop", w_pop.size(), op.kind == XKind::kPlanesPlanes ? oc * w_bits : oc);
+    op.w_pop = w_pop.data();
+  }
+  const int64_t N = bconv_detail::op_columns(op);
+  check_size("xconv2d: packed weights", packed.size(), bconv_detail::packed_b_words(kern, N, W));
+  const int64_t rows = s.n * s.oh * s.ow;
+  OutStage st;
+  st.out = out.data();
+  if (stage == 0) {
+    if (out.dtype() != nb::dtype<int32_t>()) throw nb::type_error("xconv2d: int32 out expected");
+    check_size("xconv2d: out", out.size(), rows * oc);
+    st.kind = StageKind::kInt32;
+  } else if (stage == 1) {
+    if (out.dtype() != nb::dtype<uint64_t>()) throw nb::type_error("xconv2d: uint64 out expected");
+    check_size("xconv2d: out", out.size(), rows * ((oc + 63) / 64));
+    check_size("xconv2d: thr", thr.size(), oc);
+    check_size("xconv2d: flip", flip.size(), oc);
+    st.kind = StageKind::kBits; st.thr = thr.data(); st.flip = flip.data();
+  } else if (stage == 2) {
+    if (out.dtype() != nb::dtype<float>()) throw nb::type_error("xconv2d: float32 out expected");
+    check_size("xconv2d: out", out.size(), rows * oc);
+    check_size("xconv2d: scale", scale.size(), oc);
+    if (bias.size() != 0) check_size("xconv2d: bias", bias.size(), oc);
+    st.kind = StageKind::kFloat; st.scale = scale.data(); st.bias = bias.size() ? bias.data() : nullptr;
+  } else {
+    throw nb::value_error("xconv2d: stage must be 0 (int32), 1 (bits) or 2 (float)");
+  }
+  if (planar) {  // accumulators must fit int32
+    const int64_t amax = (int64_t{1} << a_bits) - 1;
+    const int64_t wmax = op.kind == XKind::kPlanesPlanes ? (int64_t{1} << w_bits) - 1 : 1;
+    if (amax * wmax * kbits >= (int64_t{1} << 31)) throw nb::value_error("xconv2d: accumulator may overflow int32");
+  }
+  nb::gil_scoped_release unlocked;
+  xconv2d(kern, x.data(), s, packed.data(), op, st, threads);
+}
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -140,4 +245,74 @@ NB_MODULE(_kernels, m) {
       "a"_a.noconvert(), "b"_a.noconvert(), "k"_a, "out"_a.noconvert(), "path"_a, "threads"_a,
       "variant"_a = "",
       "out[m, n] = k - 2 * popcount(a[m] ^ b[n]) for packed a (M, W), b (N, W), W = ceil(k/64).");
+
+  m.def("xconv_variants", []() {
+    std::vector<std::tuple<std::string, std::string>> v;
+    for (const auto& kern : lowbit::bconv_detail::kXKernels) v.emplace_back(kern.path, kern.variant);
+    return v;
+  }, "(path, variant) rows of the bitwise conv/dense kernel table; the first row of a path is its default.");
+
+  m.def(
+      "xconv_packed_words",
+      [](int64_t n, int64_t w, const std::string& path, const std::string& variant) {
+        if (n < 0 || w < 0) throw nb::value_error("xconv_packed_words: n, w must be >= 0");
+        return lowbit::bconv_detail::packed_b_words(xkernel(path, variant), n, w);
+      },
+      "n"_a, "w"_a, "path"_a, "variant"_a = "",
+      "uint64 words of packed weights for n columns of w words on this kernel.");
+
+  m.def(
+      "xconv_pack_weights",
+      [](In2<uint64_t> src, Out1<uint64_t> out, const std::string& path, const std::string& variant) {
+        const auto& kern = xkernel(path, variant);
+        const int64_t n = static_cast<int64_t>(src.shape(0)), w = static_cast<int64_t>(src.shape(1));
+        check_size("xconv_pack_weights: out", out.size(), lowbit::bconv_detail::packed_b_words(kern, n, w));
+        nb::gil_scoped_release unlocked;
+        lowbit::bconv_detail::pack_weights(kern, src.data(), n, w, out.data());
+      },
+      "src"_a.noconvert(), "out"_a.noconvert(), "path"_a, "variant"_a = "",
+      "Lay out weight rows src (n, w) words as the kernel's B panels in out.");
+
+  m.def("xconv2d", &xconv2d_binding, "x"_a.noconvert(), "packed"_a.noconvert(), "geom"_a,
+        "kind"_a, "oc"_a, "kbits"_a, "a_bits"_a, "w_bits"_a, "tap_sums"_a.noconvert(),
+        "pad_value"_a, "w_pop"_a.noconvert(), "stage"_a, "out"_a.noconvert(),
+        "thr"_a.noconvert(), "flip"_a.noconvert(), "scale"_a.noconvert(), "bias"_a.noconvert(),
+        "path"_a, "variant"_a, "threads"_a,
+        "Bitwise conv2d on packed NHWC words (kinds and stages: csrc/bconv/bconv.h).");
+
+  m.def(
+      "pack_bitplanes",
+      [](In2<uint8_t> x, Out3<uint64_t> out, int bits, const std::string& path, int threads) {
+        check_path(path);
+        check_threads(threads);
+        if (bits < 1 || bits > 8) throw nb::value_error("pack_bitplanes: bits must be in 1..8");
+        const int64_t rows = x.shape(0), k = x.shape(1);
+        if (static_cast<int64_t>(out.shape(0)) != rows || static_cast<int64_t>(out.shape(1)) != bits ||
+            static_cast<int64_t>(out.shape(2)) != (k + 63) / 64)
+          throw nb::value_error("pack_bitplanes: out must have shape (rows, bits, ceil(k/64))");
+        nb::gil_scoped_release unlocked;
+        lowbit::pack_bitplanes(x.data(), rows, k, bits, out.data(), path, threads);
+      },
+      "x"_a.noconvert(), "out"_a.noconvert(), "bits"_a, "path"_a, "threads"_a,
+      "Bit planes of uint8 levels x (rows, k) into out (rows, bits, ceil(k/64)) uint64.");
+
+  m.def(
+      "binary_maxpool2d",
+      [](In4<uint64_t> x, Out4<uint64_t> out, const std::vector<int64_t>& geom, int threads) {
+        check_threads(threads);
+        if (geom.size() != 6) throw nb::value_error("binary_maxpool2d: geom must be [kh, kw, sh, sw, ph, pw]");
+        const int64_t n = x.shape(0), h = x.shape(1), w = x.shape(2), cw = x.shape(3);
+        const int64_t kh = geom[0], kw = geom[1], sh = geom[2], sw = geom[3], ph = geom[4], pw = geom[5];
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw)
+          throw nb::value_error("binary_maxpool2d: bad kernel / stride / padding (padding <= kernel/2)");
+        if (h + 2 * ph < kh || w + 2 * pw < kw) throw nb::value_error("binary_maxpool2d: kernel larger than input");
+        const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
+        if (static_cast<int64_t>(out.shape(0)) != n || static_cast<int64_t>(out.shape(1)) != oh ||
+            static_cast<int64_t>(out.shape(2)) != ow || static_cast<int64_t>(out.shape(3)) != cw)
+          throw nb::value_error("binary_maxpool2d: out must have shape (n, oh, ow, cw)");
+        nb::gil_scoped_release unlocked;
+        lowbit::binary_maxpool2d(x.data(), n, h, w, cw, kh, kw, sh, sw, ph, pw, oh, ow, out.data(), threads);
+      },
+      "x"_a.noconvert(), "out"_a.noconvert(), "geom"_a, "threads"_a,
+      "OR-pooling of packed ±1 NHWC words (= max pooling of ±1 values).");
 }

@@ -198,7 +198,8 @@ inline Plan make_plan(const XKernel& kern, int64_t M, int64_t N, int64_t W, int 
 
 }  // namespace bconv_detail
 
-// gather(row, k0, kn, dst): dst[0..kn) = words k0 .. k0+kn-1 of row `row` (row < M).
+// gather(row, nrows, k0, kn, dst): for i < nrows, dst[i*kn .. i*kn+kn) = words k0 .. k0+kn-1
+// of row `row + i` (consecutive rows, so a gather can step through them without divisions).
 // finish(row0, nrows, col0, ncols, counts, ldc): counts[i * ldc + j] = popcount of row
 // row0 + i against column col0 + j (raw XOR counts, complete over K); called once per item.
 // N >= 1, M >= 1, W >= 1.  bpacked from pack_weights(kern, ...).
@@ -233,11 +234,10 @@ void xgemm(const bconv_detail::XKernel& kern, int64_t M, int64_t N, int64_t W,
         const int64_t kn = std::min(plan.kc, W - k0);
         const int64_t apw = kn * kern.a_bytes_per_word / 8;  // words per packed A panel
         for (int64_t p = 0; p < panels; ++p) {
-          for (int i = 0; i < MR; ++i) {
-            const int64_t row = row0 + p * MR + i;
-            if (row < row0 + nrows) gather(row, k0, kn, rowbuf + i * kn);
-            else std::memset(rowbuf + i * kn, 0, static_cast<size_t>(kn) * 8);
-          }
+          const int64_t valid = std::min<int64_t>(MR, nrows - p * MR);
+          gather(row0 + p * MR, valid, k0, kn, rowbuf);
+          if (valid < MR)
+            std::memset(rowbuf + valid * kn, 0, static_cast<size_t>((MR - valid) * kn) * 8);
           kern.pack_a(rowbuf, kn, MR, apack + p * apw);
         }
         for (int64_t b0 = q0; b0 < q1; b0 += plan.per_block) {

@@ -19,6 +19,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default=None, help="force a CPU path (ref|portable|avx2|avx512)")
     p.set_defaults(func=_bench_bgemm)
 
+    from lowbit.bench.accuracy import add_arguments  # stdlib only at import time
+    p = bsub.add_parser("accuracy", help="train every low-bit recipe on Fashion-MNIST and write "
+                                         "the table to docs/results.md")
+    add_arguments(p)
+    p.set_defaults(func=_bench_accuracy)
+
+
+def _bench_accuracy(args: argparse.Namespace) -> int:
+    from lowbit.bench.accuracy import run_all
+    return run_all(args)
+
 
 def _bench_bgemm(args: argparse.Namespace) -> int:
     from lowbit.bench.bgemm import main as run
@@ -51,6 +62,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--bits", default=None, metavar="W,A,G",
+                   help="weight, activation, gradient bits of dorefa-lenet5, e.g. 1,2,6 or 2,2,32")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a builder argument of the recipe (repeatable), e.g. order=CBAP, levels=5, "
+                        "first_layer=bitplane")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint")
@@ -76,7 +92,28 @@ def _train(args: argparse.Namespace) -> int:
     from lowbit.train.commands import train
     return train(args.model, args.data, args.epochs, args.out, resume=args.resume, seed=args.seed,
                  device=args.device, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
-                 val_size=args.val_size, overwrite=args.overwrite)
+                 val_size=args.val_size, overwrite=args.overwrite,
+                 model_kwargs=_model_kwargs(args))
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict | None:
+    """--model-arg KEY=VALUE (ints, floats, true/false, else strings) and --bits W,A,G."""
+    out: dict = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"lowbit train: error: --model-arg: expected KEY=VALUE, got {item!r}")
+        for conv in (int, float):
+            try:
+                out[key] = conv(value)
+                break
+            except ValueError:
+                pass
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    if args.bits is not None:
+        out["bits"] = args.bits
+    return out or None
 
 
 def _eval(args: argparse.Namespace) -> int:

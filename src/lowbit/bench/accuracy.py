@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["RUNS", "run", "write_results", "main"]
+__all__ = ["RUNS", "run", "write_results", "add_arguments", "run_all", "main"]
 
 SECTION = "## Low-bit accuracy (Fashion-MNIST)"
 
@@ -112,25 +112,28 @@ def write_results(results: dict[str, dict], path: Path, notes: str = "") -> None
     path.write_text(text)
 
 
-def main(argv: list[str] | None = None, out: str = "runs/accuracy",
-         results_md: str = "docs/results.md") -> int:
-    p = argparse.ArgumentParser(prog="lowbit bench accuracy", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=out, help="run folders (default %(default)s)")
-    p.add_argument("--results", default=results_md, help="markdown file to update")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/accuracy", help="run folders (default %(default)s)")
+    p.add_argument("--results", default="docs/results.md", help="markdown file to update")
     p.add_argument("--only", default=None, help="comma-separated labels: " +
                    ", ".join(r[0] for r in RUNS))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
     p.add_argument("--train-size", type=int, default=None, help="train on a subset (smoke runs)")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    p.add_argument("--notes", default=None, help="markdown file appended below the table")
+    p.add_argument("--notes", default="docs/accuracy-notes.md",
+                   help="markdown appended below the table, if the file exists")
     p.add_argument("--reference", default="runs/lenet5-float",
                    help="a finished `lowbit train --model lenet5` run to use as the float reference")
-    a = p.parse_args(argv)
+
+
+def run_all(a: argparse.Namespace) -> int:
     only = set(a.only.split(",")) if a.only else None
     unknown = (only or set()) - {r[0] for r in RUNS}
     if unknown:
-        p.error(f"--only: unknown labels {', '.join(sorted(unknown))}")
+        print(f"lowbit bench accuracy: error: --only: unknown labels {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+        return 2
     outdir = Path(a.out)
     results = {}
     ref = Path(a.reference) / "result.json"
@@ -151,6 +154,12 @@ def main(argv: list[str] | None = None, out: str = "runs/accuracy",
                                  a.train_size or over.get("train_size"), a.force)
         elif (outdir / label / "result.json").exists():
             results[label] = json.loads((outdir / label / "result.json").read_text())
-    notes = Path(a.notes).read_text() if a.notes else ""
+    notes = Path(a.notes).read_text() if a.notes and Path(a.notes).exists() else ""
     write_results(results, Path(a.results), notes)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lowbit bench accuracy", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run_all(p.parse_args(argv))

@@ -86,3 +86,287 @@ def bgemm(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
         differ = popcount(a[m][None, :] ^ b).sum(axis=-1)          # (N,) positions that differ
         out[m] = k - 2 * differ
     return out
+
+
+# ==== bitwise conv2d / dense, output stages, pooling, bit planes (csrc/bconv) =============
+#
+# Layout: activations NHWC with channels packed, (N, H, W, ceil(C/64)) uint64; weights
+# (OC, KH, KW, ceil(C/64)) uint64, packed along C per tap.  Dense layers are the same with
+# H = W = KH = KW = 1.  The functions below compute the products from *unpacked integers*
+# (the definition); the compiled kernels get the same numbers through XOR-popcounts
+# (csrc/bconv/bconv.h derives each identity).
+
+OUT_KINDS = ("int32", "bits", "float")
+
+
+def conv_output_size(size: int, k: int, stride: int, padding: int) -> int:
+    """Output length along one axis: floor((size + 2*padding - k) / stride) + 1."""
+    return (size + 2 * padding - k) // stride + 1
+
+
+def pair(v, name: str = "value") -> tuple[int, int]:
+    """An int or a pair of ints -> (a, b)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def int_conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, pad_value: int = 0) -> np.ndarray:
+    """Integer conv2d, NHWC x (N, H, W, C) by w (OC, KH, KW, C) -> (N, OH, OW, OC) int64.
+
+    Spatial padding with the value ``pad_value`` (0 = torch's zero padding)."""
+    sh, sw = pair(stride, "stride")
+    ph, pw = pair(padding, "padding")
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    n, h, wd, c = x.shape
+    oc, kh, kw, _ = w.shape
+    xp = np.full((n, h + 2 * ph, wd + 2 * pw, c), pad_value, dtype=np.int64)
+    xp[:, ph:ph + h, pw:pw + wd, :] = x
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=np.int64)         # implicit im2col, tap-major
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+    return cols.reshape(n, oh, ow, kh * kw * c) @ w.reshape(oc, kh * kw * c).T
+
+
+def unpack_bits01(words: np.ndarray, k: int) -> np.ndarray:
+    """(..., ceil(k/64)) uint64 -> (..., k) of 0 / 1 (int64)."""
+    return (unpack(words, k, np.int8).astype(np.int64) + 1) // 2
+
+
+def planes_to_levels(planes: np.ndarray, k: int) -> np.ndarray:
+    """Bit planes (..., bits, ceil(k/64)) -> unsigned levels (..., k) = sum_n 2^n plane_n."""
+    bits = planes.shape[-2]
+    b01 = unpack_bits01(planes, k)                                    # (..., bits, k)
+    weights = (np.int64(1) << np.arange(bits, dtype=np.int64))[:, None]
+    return (b01 * weights).sum(axis=-2)                               # (..., k)
+
+
+def pack_bitplanes(x: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned levels x (..., K), 0 <= x < 2^bits -> (..., bits, ceil(K/64)) uint64 bit planes,
+    plane n = bit n of the level, packed like bitpack (bit 1 = 1, pad bits 0)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("pack_bitplanes: x must have at least one axis")
+    xi = x.astype(np.int64)
+    if xi.size and (xi.min() < 0 or xi.max() >= (1 << bits)):
+        raise ValueError(f"pack_bitplanes: levels must be in [0, 2**{bits}), got [{xi.min()}, {xi.max()}]")
+    planes = [(xi >> b) & 1 for b in range(bits)]                     # bits x (..., K)
+    signs = [np.where(p == 1, 1, -1).astype(np.int8) for p in planes]
+    return np.stack([bitpack(s) for s in signs], axis=-2)             # (..., bits, W)
+
+
+def ternary_values(w_sign: np.ndarray, w_mask: np.ndarray, k: int) -> np.ndarray:
+    """Two bit planes -> ternary values (..., k) in {-1, 0, +1}: mask 0 -> 0, else sign."""
+    s = unpack(w_sign, k, np.int8).astype(np.int64)
+    m = unpack_bits01(w_mask, k)
+    return s * m
+
+
+def bits_from_threshold(acc: np.ndarray, thr: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Packed bits (..., ceil(OC/64)): bit = (acc <= thr) where flip else (acc >= thr)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    thr = np.asarray(thr, dtype=np.int64)
+    flip = np.asarray(flip).astype(bool)
+    bit = np.where(flip, acc <= thr, acc >= thr)
+    return bitpack(np.where(bit, 1, -1).astype(np.int8))
+
+
+def apply_stage(acc: np.ndarray, out: str = "int32", threshold=None, scale=None, bias=None):
+    """The fused output stages on integer accumulators (..., OC):
+
+    * ``int32``: acc as int32;
+    * ``bits``: ``threshold = (thr, flip)``; bit oc = acc <= thr[oc] if flip[oc] else
+      acc >= thr[oc]; packed (..., ceil(OC/64)) uint64, pad bits 0;
+    * ``float``: float32(acc) * scale[oc] + bias[oc] in float32 (two roundings, no FMA)."""
+    if out == "int32":
+        return acc.astype(np.int32)
+    if out == "bits":
+        thr, flip = threshold
+        return bits_from_threshold(acc, thr, flip)
+    if out == "float":
+        y = acc.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+        if bias is not None:
+            y = y + np.asarray(bias, dtype=np.float32)
+        return y.astype(np.float32)
+    raise ValueError(f"out must be one of {OUT_KINDS}, got {out!r}")
+
+
+def binary_conv2d(x, w, c: int, stride=1, padding=0, pad_value: int = 0, out: str = "int32",
+                  threshold=None, scale=None, bias=None):
+    """±1 conv2d on packed NHWC words: x (N, H, W, ceil(c/64)), w (OC, KH, KW, ceil(c/64))
+    -> stage of acc = sum of (±1)(±1) products, spatial padding with ``pad_value`` (0 =
+    torch's F.conv2d zero padding, -1 = padding with the bit 0)."""
+    xs = unpack(np.asarray(x, dtype=np.uint64), c, np.int8)           # (N, H, W, C)
+    ws = unpack(np.asarray(w, dtype=np.uint64), c, np.int8)           # (OC, KH, KW, C)
+    acc = int_conv2d(xs, ws, stride, padding, pad_value)
+    return apply_stage(acc, out, threshold, scale, bias)
+
+
+def ternary_conv2d(x, w_sign, w_mask, c: int, stride=1, padding=0, pad_value: int = 0,
+                   out: str = "int32", threshold=None, scale=None, bias=None):
+    """±1 activations x (N, H, W, ceil(c/64)) by ternary weights given as a sign plane and a
+    nonzero-mask plane, each (OC, KH, KW, ceil(c/64)) (bit 1 = +1 / nonzero)."""
+    xs = unpack(np.asarray(x, dtype=np.uint64), c, np.int8)
+    wt = ternary_values(np.asarray(w_sign, dtype=np.uint64), np.asarray(w_mask, dtype=np.uint64), c)
+    acc = int_conv2d(xs, wt, stride, padding, pad_value)
+    return apply_stage(acc, out, threshold, scale, bias)
+
+
+def bitplane_conv2d(x_planes, w, c: int, w_bits: int | None = None, stride=1, padding=0,
+                    out: str = "int32", threshold=None, scale=None, bias=None):
+    """Unsigned activations as bit planes x_planes (N, H, W, a_bits, ceil(c/64)) by
+    ±1 weights w (OC, KH, KW, ceil(c/64)) (w_bits None: BNN first layer, DoReFa 1-bit
+    weights) or unsigned w_bits-bit weights as planes (OC, KH, KW, w_bits, ceil(c/64))
+    (DoReFa).  Zero padding (activation level 0)."""
+    xl = planes_to_levels(np.asarray(x_planes, dtype=np.uint64), c)   # (N, H, W, C)
+    w = np.asarray(w, dtype=np.uint64)
+    wl = unpack(w, c, np.int8) if w_bits is None else planes_to_levels(w, c)
+    acc = int_conv2d(xl, wl, stride, padding, 0)
+    return apply_stage(acc, out, threshold, scale, bias)
+
+
+def binary_dense(x, w, k: int, out: str = "int32", threshold=None, scale=None, bias=None):
+    """x (M, ceil(k/64)) by w (OC, ceil(k/64)), ±1 -> stage of x @ w.T."""
+    xs = unpack(np.asarray(x, dtype=np.uint64), k, np.int8).astype(np.int64)
+    ws = unpack(np.asarray(w, dtype=np.uint64), k, np.int8).astype(np.int64)
+    return apply_stage(xs @ ws.T, out, threshold, scale, bias)
+
+
+def ternary_dense(x, w_sign, w_mask, k: int, out: str = "int32", threshold=None, scale=None,
+                  bias=None):
+    xs = unpack(np.asarray(x, dtype=np.uint64), k, np.int8).astype(np.int64)
+    wt = ternary_values(np.asarray(w_sign, dtype=np.uint64), np.asarray(w_mask, dtype=np.uint64), k)
+    return apply_stage(xs @ wt.T, out, threshold, scale, bias)
+
+
+def bitplane_dense(x_planes, w, k: int, w_bits: int | None = None, out: str = "int32",
+                   threshold=None, scale=None, bias=None):
+    """x_planes (M, a_bits, ceil(k/64)) unsigned levels by ±1 w (OC, ceil(k/64)) or unsigned
+    w (OC, w_bits, ceil(k/64))."""
+    xl = planes_to_levels(np.asarray(x_planes, dtype=np.uint64), k)
+    w = np.asarray(w, dtype=np.uint64)
+    wl = unpack(w, k, np.int8).astype(np.int64) if w_bits is None else planes_to_levels(w, k)
+    return apply_stage(xl @ wl.T, out, threshold, scale, bias)
+
+
+def binary_maxpool2d(x, kernel, stride=None, padding=0) -> np.ndarray:
+    """Max pooling of ±1 activations on packed words x (N, H, W, Cw): the max of ±1 values
+    is the OR of their bits; out-of-image taps are ignored (torch pads with -inf)."""
+    kh, kw = pair(kernel, "kernel")
+    sh, sw = pair(kernel if stride is None else stride, "stride")
+    ph, pw = pair(padding, "padding")
+    x = np.asarray(x, dtype=np.uint64)
+    n, h, wd, cw = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
+    out = np.zeros((n, oh, ow, cw), dtype=np.uint64)
+    for y in range(oh):
+        for xo in range(ow):
+            for i in range(kh):
+                for j in range(kw):
+                    iy, ix = y * sh - ph + i, xo * sw - pw + j
+                    if 0 <= iy < h and 0 <= ix < wd:
+                        out[:, y, xo, :] |= x[:, iy, ix, :]
+    return out
+
+
+# ---- sign(BatchNorm(acc)) as integer thresholds ---------------------------------------------
+
+INT32_MIN = -(1 << 31)
+
+
+def fold_threshold(fn, k_max: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer thresholds equivalent to ``bit = fn(acc) >= 0`` for every integer accumulator
+    ``|acc| <= k_max``, per channel.
+
+    ``fn(acc)`` takes an int64 array (m, channels) and returns the float values (m, channels)
+    computed exactly as training computes them (e.g. ``bn_eval_fn``); it must be monotone in
+    acc per channel, which any chain of correctly rounded affine float ops is (NaN counts as
+    < 0).  The result is exact for *that* float formula, ties included (fn = 0 -> bit 1, as
+    sign(0) = +1), found by bisection on the integers and checked against fn.
+
+    Returns ``(thr int32 (channels,), flip uint8 (channels,))`` for the ``bits`` stage:
+    bit = acc <= thr if flip else acc >= thr.  Increasing channels (gamma > 0) get flip 0,
+    decreasing ones (gamma < 0) flip 1; constant channels (gamma = 0, or a threshold past
+    ±k_max) get thr = INT32_MIN with flip 0 (always 1) or flip 1 (never, |acc| < 2^31)."""
+    k_max = int(k_max)
+    if k_max < 0 or k_max > (1 << 30):
+        raise ValueError(f"k_max must be in [0, 2**30], got {k_max}")
+    cols = np.arange(channels)
+
+    def bit(acc):                                                    # acc (m, channels)
+        y = np.asarray(fn(np.asarray(acc, dtype=np.int64)))
+        if y.shape != acc.shape:
+            raise ValueError(f"fold_threshold: fn returned shape {y.shape}, expected {acc.shape}")
+        return y >= 0                                                # NaN -> False
+
+    ends = bit(np.array([[-k_max] * channels, [k_max] * channels]))  # (2, channels)
+    lo_bit, hi_bit = ends[0], ends[1]
+    thr = np.full(channels, INT32_MIN, dtype=np.int64)
+    flip = np.zeros(channels, dtype=np.uint8)
+    flip[~lo_bit & ~hi_bit] = 1                                      # never 1
+    inc = ~lo_bit & hi_bit                                           # smallest acc with bit 1
+    dec = lo_bit & ~hi_bit                                           # largest acc with bit 1
+    # bisection on [lo, hi]: inc: bit(lo) = 0, bit(hi) = 1; dec: bit(lo) = 1, bit(hi) = 0
+    lo = np.full(channels, -k_max, dtype=np.int64)
+    hi = np.full(channels, k_max, dtype=np.int64)
+    active = inc | dec
+    while True:
+        todo = active & (hi - lo > 1)
+        if not todo.any():
+            break
+        mid = (lo + hi) // 2
+        b = bit(np.where(todo, mid, 0)[None, :])[0]
+        up = np.where(inc, ~b, b)                                    # threshold lies above mid
+        lo = np.where(todo & up, mid, lo)
+        hi = np.where(todo & ~up, mid, hi)
+    thr[inc] = hi[inc]
+    thr[dec] = lo[dec]
+    flip[dec] = 1
+    # check against fn itself: on every integer when that is cheap (catches any non-monotone
+    # fn), else on the boundary pair of each channel
+    if (2 * k_max + 1) * channels <= (1 << 21):
+        acc = np.arange(-k_max, k_max + 1, dtype=np.int64)[:, None] * np.ones((1, channels), np.int64)
+        got = np.where(flip.astype(bool), acc <= thr, acc >= thr)
+        bad = (got != bit(acc)).any(axis=0)
+        if bad.any():
+            raise ValueError(f"fold_threshold: fn is not monotone in channel {int(cols[bad][0])}")
+    elif active.any():
+        b_at = bit(np.where(active, thr, 0)[None, :])[0]
+        b_next = bit(np.where(active, np.where(inc, thr - 1, thr + 1), 0)[None, :])[0]
+        bad = active & ~(b_at & ~b_next)
+        if bad.any():
+            raise ValueError(f"fold_threshold: fn is not monotone in channel {int(cols[bad][0])}")
+    return thr.astype(np.int32), flip
+
+
+def bn_eval_fn(gamma, beta, mean, var, eps: float, pre=None):
+    """``fn(acc)`` = torch's eval-mode BatchNorm of float32(acc) (optionally of
+    ``pre(acc)``, a float32 function of the accumulator such as ``acc * alpha + bias``),
+    reproducing torch 2.13's CPU arithmetic bit for bit (checked by the tests against
+    F.batch_norm): invstd = f32(1 / sqrt(var + eps)), a = f32(invstd * gamma),
+    b = fma(-mean, a, beta), y = fma(x, a, b) (single roundings)."""
+    f32, f64 = np.float32, np.float64
+    g = np.asarray(gamma, dtype=f32)
+    invstd = (f32(1) / np.sqrt(np.asarray(var, dtype=f32) + f32(eps))).astype(f32)
+    a = (invstd * g).astype(f32)
+    # fma via float64: the products of two float32 are exact in float64, and the sign (all
+    # that thresholds need) of the float64 sum equals the sign of the exact sum.
+    b = (np.asarray(beta, dtype=f32).astype(f64) - np.asarray(mean, dtype=f32).astype(f64) * a.astype(f64)).astype(f32)
+
+    def fn(acc):
+        x = np.asarray(acc).astype(f32) if pre is None else np.asarray(pre(acc), dtype=f32)
+        return (x.astype(f64) * a.astype(f64) + b.astype(f64)).astype(f32)
+    return fn
+
+
+def fold_bn_threshold(gamma, beta, mean, var, eps: float, k_max: int, pre=None):
+    """(thr, flip) with bit = [BatchNorm(acc) >= 0] exactly as torch eval computes it
+    (``bn_eval_fn``), for |acc| <= k_max.  gamma < 0 flips, gamma = 0 is constant
+    (bit = beta >= 0)."""
+    g = np.asarray(gamma, dtype=np.float32)
+    return fold_threshold(bn_eval_fn(gamma, beta, mean, var, eps, pre), k_max, g.shape[0])

@@ -61,9 +61,10 @@ def _device_name(dev: torch.device) -> str:
 def train(model: str, data: str | None, epochs: int | None, out: str, resume: bool = False,
           seed: int | None = None, device: str = "auto", lr: float | None = None,
           batch_size: int | None = None, threads: int | None = None, val_size: int = 5000,
-          overwrite: bool = False, progress: bool = True) -> int:
+          overwrite: bool = False, progress: bool = True, model_kwargs: dict | None = None) -> int:
     """Train ``model`` on the training split minus ``val_size`` validation images, report the
-    test accuracy, and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``."""
+    test accuracy, and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
+    ``model_kwargs`` go to the recipe's builder (e.g. ``{"bits": "1,2,6"}``)."""
     registry.get(model)
     if threads:
         torch.set_num_threads(threads)
@@ -78,7 +79,7 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     t0 = time.perf_counter()
     result = fit(model, tr, va if val_size else None, epochs=epochs, lr=lr,
                  batch_size=batch_size, seed=seed, device=device, out_dir=out, resume=resume,
-                 overwrite=overwrite, progress=progress)
+                 overwrite=overwrite, progress=progress, kwargs=model_kwargs)
     wall = time.perf_counter() - t0
     acc = evaluate(result.model, test_images, test_labels)
     dev = resolve_device(device)
