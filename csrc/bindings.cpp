@@ -18,6 +18,7 @@
 
 #include "bconv/bconv.h"
 #include "bconv/bitplane.h"
+#include "bconv/calibrate.h"
 #include "bconv/driver.h"
 #include "bgemm/bgemm.h"
 #include "bitpack/bitpack.h"
@@ -99,9 +100,10 @@ template <class T>
 using In4 = nb::ndarray<const T, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
 using OutAny = nb::ndarray<nb::c_contig, nb::device::cpu>;
 
-const lowbit::bconv_detail::XKernel& xkernel(const std::string& path, const std::string& variant) {
+const lowbit::bconv_detail::XKernel& xkernel(const std::string& path, const std::string& variant,
+                                             bool masked = false) {
   check_path(path);
-  const auto* kern = lowbit::bconv_detail::find_xkernel(path, variant);
+  const auto* kern = lowbit::bconv_detail::find_xkernel(path, variant, masked);
   if (!kern) throw nb::value_error(("no xconv variant '" + variant + "' for path '" + path + "'").c_str());
   return *kern;
 }
@@ -120,7 +122,7 @@ void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<in
                      In1<float> bias, const std::string& path, const std::string& variant,
                      int threads) {
   using namespace lowbit;
-  const auto& kern = xkernel(path, variant);
+  const auto& kern = xkernel(path, variant, kind == 4);
   check_threads(threads);
   if (geom.size() != 6) throw nb::value_error("xconv2d: geom must be [kh, kw, sh, sw, ph, pw]");
   ConvShape s{};
@@ -132,7 +134,9 @@ void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<in
     throw nb::value_error("xconv2d: kernel larger than the padded input");
   s.oh = (s.h + 2 * s.ph - s.kh) / s.sh + 1;
   s.ow = (s.w + 2 * s.pw - s.kw) / s.sw + 1;
-  if (kind < 0 || kind > 3) throw nb::value_error("xconv2d: kind must be 0..3");
+  if (kind < 0 || kind > 4) throw nb::value_error("xconv2d: kind must be 0..4");
+  if ((kind == 4) != (kern.format == bconv_detail::Format::Masked))
+    throw nb::value_error("xconv2d: masked variants serve kind 4 (ternary, masked) only, and kind 4 needs one");
   XOp op;
   op.kind = static_cast<XKind>(kind);
   op.oc = oc; op.kbits = kbits; op.a_bits = a_bits; op.w_bits = w_bits; op.pad_value = pad_value;
@@ -149,6 +153,10 @@ void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<in
     if (pad_value < -1 || pad_value > 1) throw nb::value_error("xconv2d: pad_value must be -1, 0 or 1");
     check_size("xconv2d: tap_sums", tap_sums.size(), oc * taps);
     op.tap_sums = tap_sums.data();
+    if (op.kind == XKind::kTernaryMasked) {
+      check_size("xconv2d: w_pop", w_pop.size(), oc);
+      op.w_pop = w_pop.data();
+    }
   } else {
     check_size("xconv2d: w_pop", w_pop.size(), op.kind == XKind::kPlanesPlanes ? oc * w_bits : oc);
     op.w_pop = w_pop.data();
@@ -258,20 +266,25 @@ NB_MODULE(_kernels, m) {
         if (n < 0 || w < 0) throw nb::value_error("xconv_packed_words: n, w must be >= 0");
         return lowbit::bconv_detail::packed_b_words(xkernel(path, variant), n, w);
       },
-      "n"_a, "w"_a, "path"_a, "variant"_a = "",
+      "n"_a, "w"_a, "path"_a, "variant"_a,
       "uint64 words of packed weights for n columns of w words on this kernel.");
 
   m.def(
       "xconv_pack_weights",
       [](In2<uint64_t> src, Out1<uint64_t> out, const std::string& path, const std::string& variant) {
         const auto& kern = xkernel(path, variant);
-        const int64_t n = static_cast<int64_t>(src.shape(0)), w = static_cast<int64_t>(src.shape(1));
+        const int64_t n = static_cast<int64_t>(src.shape(0));
+        // masked layouts take (sign, mask) rows: src (n, 2 * w)
+        const bool masked = kern.format == lowbit::bconv_detail::Format::Masked;
+        if (masked && src.shape(1) % 2) throw nb::value_error("xconv_pack_weights: masked rows need 2*w words");
+        const int64_t w = static_cast<int64_t>(src.shape(1)) / (masked ? 2 : 1);
         check_size("xconv_pack_weights: out", out.size(), lowbit::bconv_detail::packed_b_words(kern, n, w));
         nb::gil_scoped_release unlocked;
         lowbit::bconv_detail::pack_weights(kern, src.data(), n, w, out.data());
       },
-      "src"_a.noconvert(), "out"_a.noconvert(), "path"_a, "variant"_a = "",
-      "Lay out weight rows src (n, w) words as the kernel's B panels in out.");
+      "src"_a.noconvert(), "out"_a.noconvert(), "path"_a, "variant"_a,
+      "Lay out weight rows src (n, w) words (masked variants: (n, 2*w), sign then mask) as the "
+      "kernel's B panels in out.");
 
   m.def("xconv2d", &xconv2d_binding, "x"_a.noconvert(), "packed"_a.noconvert(), "geom"_a,
         "kind"_a, "oc"_a, "kbits"_a, "a_bits"_a, "w_bits"_a, "tap_sums"_a.noconvert(),
@@ -315,4 +328,17 @@ NB_MODULE(_kernels, m) {
       },
       "x"_a.noconvert(), "out"_a.noconvert(), "geom"_a, "threads"_a,
       "OR-pooling of packed ±1 NHWC words (= max pooling of ±1 values).");
+
+  m.def(
+      "calibrate_peak",
+      [](const std::string& which, double seconds) {
+        const std::string need = which == "vpopcntq" ? "avx512" : "avx2";
+        if (which != "popcnt" && which != "nlut" && which != "vpopcntq")
+          throw nb::value_error("calibrate_peak: which must be 'popcnt', 'nlut' or 'vpopcntq'");
+        check_path(need);
+        nb::gil_scoped_release unlocked;
+        return lowbit::calibrate_peak(which, seconds);
+      },
+      "which"_a, "seconds"_a = 0.2,
+      "Binary GMAC/s of a register-only loop of a kernel's instruction mix (thread CPU time).");
 }

@@ -24,6 +24,11 @@
 //            products per ternary one; the masked form would be 4/3 of a binary product on
 //            scalar POPCNT, 1 with AVX-512 VPTERNLOG - a possible later variant.)
 //
+//  kTernaryMasked  cols = OC, ternary weights through the masked micro-kernels
+//            (micro_masked.h, Format::Masked: each B word a (sign, mask) pair):
+//              acc = pop(m) - 2 popcount((a XOR s) AND m), pop(m) of the whole weight row.
+//            The default for ternary layers (4 integer ops per word pair instead of 2 x 3).
+//
 //  kPlanesBinary  rows = (pixel, plane n), n < a_bits (a_bits rows per pixel, adjacent);
 //            cols = OC.  Unsigned a = sum_n 2^n p_n with 0/1 planes p_n, w in {-1,+1}
 //            (bit b_w = 1 <-> +1).  For one plane, over the K positions:
@@ -44,7 +49,7 @@
 //            pop(q) per (oc, k) is precomputed, pop(p_n) is the count against the zero
 //            column (pop(p XOR 0) = pop(p)).  Zero padding exact as above.
 //
-// Padding correction (kBinary, kTernary).  An out-of-image tap reads words of 0, i.e.
+// Padding correction (kBinary, kTernary, kTernaryMasked).  An out-of-image tap reads words of 0, i.e.
 // activations -1, contributing -S[oc][tap] with S = sum of the tap's weights
 // (binary: 2 pop(w_tap) - C; ternary: 2 pop(s AND m) - pop(m)).  Training's padding value
 // pv in {-1, 0, +1} contributes pv * S, so acc += (pv + 1) * sum_{taps outside} S[oc][tap].
@@ -74,7 +79,7 @@
 
 namespace lowbit {
 
-enum class XKind { kBinary = 0, kTernary = 1, kPlanesBinary = 2, kPlanesPlanes = 3 };
+enum class XKind { kBinary = 0, kTernary = 1, kPlanesBinary = 2, kPlanesPlanes = 3, kTernaryMasked = 4 };
 enum class StageKind { kInt32 = 0, kBits = 1, kFloat = 2 };
 
 struct ConvShape {
@@ -90,7 +95,7 @@ struct XOp {
   int a_bits = 1, w_bits = 1;  // planes
   const int32_t* tap_sums = nullptr;  // kBinary / kTernary: (oc, kh*kw)
   int pad_value = 0;                  // -1, 0, +1 (kBinary / kTernary)
-  const int32_t* w_pop = nullptr;     // kPlanesBinary: (oc); kPlanesPlanes: (oc, w_bits)
+  const int32_t* w_pop = nullptr;     // kPlanesBinary, kTernaryMasked: (oc); kPlanesPlanes: (oc, w_bits)
 };
 
 struct OutStage {
@@ -184,7 +189,8 @@ inline std::vector<std::pair<int64_t, int64_t>> valid_ranges(int64_t out, int64_
 
 inline PadCorrection make_correction(const ConvShape& s, const XOp& op) {
   PadCorrection pc;
-  if (op.kind != XKind::kBinary && op.kind != XKind::kTernary) return pc;
+  if (op.kind != XKind::kBinary && op.kind != XKind::kTernary && op.kind != XKind::kTernaryMasked)
+    return pc;
   if (op.pad_value == -1 || (s.ph == 0 && s.pw == 0)) return pc;
   const auto rows = valid_ranges(s.oh, s.h, s.kh, s.sh, s.ph);
   const auto cols = valid_ranges(s.ow, s.w, s.kw, s.sw, s.pw);
@@ -308,8 +314,9 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
     alignas(64) int32_t acc[kTmp];
     switch (op.kind) {
       case XKind::kBinary:
-      case XKind::kTernary: {
-        const bool ternary = op.kind == XKind::kTernary;
+      case XKind::kTernary:
+      case XKind::kTernaryMasked: {
+        const bool ternary = op.kind == XKind::kTernary, masked = op.kind == XKind::kTernaryMasked;
         const int64_t oc0 = ternary ? col0 / 2 : col0, noc = ternary ? ncols / 2 : ncols;
         int64_t ow = row0 % s.ow, oh = (row0 / s.ow) % s.oh;  // rows are pixels (planes == 1)
         for (int64_t i = 0; i < nrows; ++i) {
@@ -322,9 +329,13 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
             // int32 out: write the accumulators in place, no temporary
             int32_t* a = st.kind == StageKind::kInt32
                              ? static_cast<int32_t*>(st.out) + pix * OC + oc0 + j0 : acc;
-            if (!ternary) {
+            if (masked) {
               const int32_t* c = cnt + j0;
-              for (int64_t j = 0; j < m; ++j) a[j] = K - 2 * c[j];
+              const int32_t* pm = op.w_pop + oc0 + j0;
+              for (int64_t j = 0; j < m; ++j) a[j] = (pm[j] - c[j]) - c[j];  // no 2*c: c may be 2^30
+            } else if (!ternary) {
+              const int32_t* c = cnt + j0;
+              for (int64_t j = 0; j < m; ++j) a[j] = (K - c[j]) - c[j];
             } else {
               const int32_t* c = cnt + 2 * j0;
               for (int64_t j = 0; j < m; ++j) a[j] = K - c[2 * j] - c[2 * j + 1];

@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "bconv/micro_masked.h"
 #include "bconv/nlut_avx2.h"
 #include "bgemm/bgemm.h"
 #include "common/target.h"
@@ -45,7 +46,9 @@
 namespace lowbit {
 namespace bconv_detail {
 
-enum class Format { Words, Nlut };
+// Words: bgemm's word panels; Nlut: nlut_avx2.h; Masked: word panels with a (sign, mask)
+// pair per B word (micro_masked.h), for ternary layers only.
+enum class Format { Words, Nlut, Masked };
 
 // rows (MR, kn) row-major words -> the micro-kernel's A panel.
 using PackAFn = void (*)(const uint64_t* rows, int64_t kn, int mr_full, uint64_t* dst);
@@ -89,6 +92,8 @@ constexpr int64_t kL2BlockBytes = 256 * 1024;
 inline const XKernel kXKernels[] = {
     {"portable", "swar-2x2", Format::Words, 2, 2, 512, kL2BlockBytes, 2 * 8, 2 * 8,
      &bgemm_detail::micro_portable<2, 2>, &pack_a_words, &pack_b_words},
+    {"portable", "masked-swar-2x2", Format::Masked, 2, 2, 512, kL2BlockBytes, 2 * 8, 2 * 2 * 8,
+     &micro_masked_portable<2, 2>, &pack_a_words, &pack_b_masked},
 #if LOWBIT_X86_PATHS
     {"avx2", "nlut-2x64", Format::Nlut, kNlutP, kNlutNR, 24, kL1BlockBytes, kNlutABytesPerWord,
      kNlutBBytesPerWord, &micro_avx2_nlut, &pack_a_nlut_fn, &pack_b_nlut_fn},
@@ -96,12 +101,21 @@ inline const XKernel kXKernels[] = {
      &bgemm_detail::micro_avx2_popcnt<2, 4>, &pack_a_words, &pack_b_words},
     {"avx512", "vpopcntq-6x32", Format::Words, 6, 32, 256, kL2BlockBytes, 6 * 8, 32 * 8,
      &bgemm_detail::micro_avx512<6, 4>, &pack_a_words, &pack_b_words},
+    {"avx2", "masked-popcnt-2x4", Format::Masked, 2, 4, 512, kL2BlockBytes, 2 * 8, 2 * 4 * 8,
+     &micro_masked_popcnt<2, 4>, &pack_a_words, &pack_b_masked},
+    {"avx512", "masked-vpternlog-6x16", Format::Masked, 6, 16, 256, kL2BlockBytes, 6 * 8,
+     2 * 16 * 8, &micro_masked_avx512<6, 2>, &pack_a_words, &pack_b_masked},
 #endif
 };
 
-inline const XKernel* find_xkernel(const std::string& path, const std::string& variant) {
+// The row for (path, variant); an empty variant picks the path's first row of the wanted
+// kind of layout (masked = ternary-only kernels, or the others).
+inline const XKernel* find_xkernel(const std::string& path, const std::string& variant,
+                                   bool masked = false) {
   for (const XKernel& k : kXKernels)
-    if (path == k.path && (variant.empty() || variant == k.variant)) return &k;
+    if (path == k.path && (variant.empty() ? (k.format == Format::Masked) == masked
+                                           : variant == k.variant))
+      return &k;
   return nullptr;
 }
 

@@ -19,6 +19,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default=None, help="force a CPU path (ref|portable|avx2|avx512)")
     p.set_defaults(func=_bench_bgemm)
 
+    p = bsub.add_parser("kernels", help="bitwise conv2d / dense kernels vs torch fp32 conv2d / "
+                                        "linear, 1 thread")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--kernel", default=None, help="force a CPU path (portable|avx2|avx512)")
+    p.add_argument("--variant", default=None, help="force a micro-kernel variant of that path")
+    p.add_argument("--no-portable", action="store_true", help="skip the portable-path rows")
+    p.set_defaults(func=_bench_kernels)
+
     from lowbit.bench.accuracy import add_arguments  # stdlib only at import time
     p = bsub.add_parser("accuracy", help="train every low-bit recipe on Fashion-MNIST and write "
                                          "the table to docs/results.md")
@@ -34,6 +43,12 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
 def _bench_bgemm(args: argparse.Namespace) -> int:
     from lowbit.bench.bgemm import main as run
     return run(json_path=args.json, repeats=args.repeats, kernel=args.kernel)
+
+
+def _bench_kernels(args: argparse.Namespace) -> int:
+    from lowbit.bench.kernels import main as run
+    return run(json_path=args.json, repeats=args.repeats, kernel=args.kernel, variant=args.variant,
+               portable=not args.no_portable)
 
 
 def _model_name(value: str) -> str:

@@ -17,8 +17,11 @@ def _need(path):
         pytest.skip(f"{path} not run on this machine: {exc}")
 
 
-def _variants(path):
-    return [None] if path == "ref" else kernels.xconv_variants(path)
+def _variants(path, ternary=False):
+    """Every variant of a path; ``masked-*`` ones (sign/mask pairs) only for ternary layers."""
+    if path == "ref":
+        return [None]
+    return [v for v in kernels.xconv_variants(path) if ternary or not v.startswith("masked-")]
 
 
 def _pm1(rng, shape):
@@ -227,7 +230,8 @@ def test_three_chained_binary_convs_on_packed_bits_equal_float_reference():
     ref_accs = []
     for wf, (g, b, m, v), s in layers:
         t = torch.where(t >= 0, 1.0, -1.0)
-        acc = F.conv2d(t, torch.from_numpy(wf).permute(0, 3, 1, 2), stride=s, padding=1)
+        wb = torch.from_numpy(np.where(wf >= 0, 1.0, -1.0).astype(np.float32)).permute(0, 3, 1, 2)
+        acc = F.conv2d(t, wb, stride=s, padding=1)
         ref_accs.append(acc.permute(0, 2, 3, 1).numpy())
         t = F.batch_norm(acc, torch.from_numpy(m), torch.from_numpy(v), torch.from_numpy(g),
                          torch.from_numpy(b), training=False, eps=1e-5)
@@ -295,7 +299,7 @@ def test_ternary_conv2d_and_dense(path):
                                             torch.from_numpy(t.astype(np.float32)).permute(0, 3, 1, 2),
                                             stride=s, padding=p).permute(0, 2, 3, 1).numpy()
         np.testing.assert_array_equal(want, direct.astype(np.int32))
-        for variant in _variants(path):
+        for variant in _variants(path, ternary=True):
             pw = kernels.prepare_ternary_conv2d(sign, mask, c, path=path, variant=variant)
             for threads in (1, 2):
                 for pv in (0, -1):
@@ -308,7 +312,7 @@ def test_ternary_conv2d_and_dense(path):
         t, sign, mask = _ternary(rng, (oc, k))
         want = ref.unpack(x, k).astype(np.int64) @ t.T
         thr, flip = rng.integers(-3, 3, oc), rng.integers(0, 2, oc)
-        for variant in _variants(path):
+        for variant in _variants(path, ternary=True):
             for threads in (1, 2):
                 np.testing.assert_array_equal(
                     kernels.ternary_dense(x, sign, mask, k, threads=threads, path=path, variant=variant), want)
@@ -445,6 +449,8 @@ def test_bad_input_gives_clear_errors():
         kernels.binary_conv2d(x, pw, 71)
     with pytest.raises(ValueError, match="variant"):
         kernels.prepare_binary_conv2d(w, 70, path="portable", variant="nope")
+    with pytest.raises(ValueError, match="ternary layers only"):
+        kernels.prepare_binary_conv2d(w, 70, path="portable", variant="masked-swar-2x2")
     with pytest.raises(ValueError, match="levels must be in"):
         kernels.pack_bitplanes(np.array([0, 4]), 2)
     with pytest.raises(ValueError, match="overflow int32"):
