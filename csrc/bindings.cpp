@@ -151,8 +151,10 @@ void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<in
     throw nb::value_error("xconv2d: w_bits must be in 1..8");
   if (!planar) {
     if (pad_value < -1 || pad_value > 1) throw nb::value_error("xconv2d: pad_value must be -1, 0 or 1");
-    check_size("xconv2d: tap_sums", tap_sums.size(), oc * taps);
-    op.tap_sums = tap_sums.data();
+    if (pad_value != -1 && (s.ph > 0 || s.pw > 0)) {  // the padding correction reads them
+      check_size("xconv2d: tap_sums", tap_sums.size(), oc * taps);
+      op.tap_sums = tap_sums.data();
+    }
     if (op.kind == XKind::kTernaryMasked) {
       check_size("xconv2d: w_pop", w_pop.size(), oc);
       op.w_pop = w_pop.data();

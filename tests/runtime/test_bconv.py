@@ -85,6 +85,20 @@ def test_reference_binary_conv2d_equals_torch_zero_padding():
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
+def test_rectangular_kernels_strides_paddings(path):
+    _need(path)
+    rng = np.random.default_rng(25)
+    x = _packed(rng, (2, 7, 9, 65))
+    for kh, kw, s, p in [(3, 1, (2, 1), (1, 0)), (1, 5, (1, 3), (0, 2)), (2, 3, 2, (1, 2))]:
+        w = _packed(rng, (11, kh, kw, 65))
+        for pv in (0, -1):
+            want = ref.binary_conv2d(x, w, 65, s, p, pv)
+            for variant in _variants(path):
+                np.testing.assert_array_equal(
+                    kernels.binary_conv2d(x, w, 65, s, p, pv, threads=2, path=path, variant=variant), want)
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
 def test_blocking_and_column_splits(path):
     """K blocks (nlut: > 24 words), several B blocks, few rows with 2 threads (column split)."""
     _need(path)
@@ -115,6 +129,9 @@ def test_output_stages(path):
         thr = rng.integers(-k * k * c, k * k * c + 1, oc).astype(np.int32)
         thr[: oc // 3] = np.median(acc)                                # ties present
         flip = rng.integers(0, 2, oc).astype(bool)
+        edges = [(2**31 - 1, True), (-2**31, False), (-2**31, True), (2**31 - 1, False)]
+        for i, (t, f) in enumerate(edges[:oc]):                         # always / never
+            thr[-1 - i], flip[-1 - i] = t, f
         scale = rng.standard_normal(oc).astype(np.float32)
         bias = rng.standard_normal(oc).astype(np.float32)
         want_bits = ref.apply_stage(acc, "bits", (thr, flip))
@@ -469,9 +486,19 @@ def test_bad_input_gives_clear_errors():
                          np.zeros(0, np.float32), "portable", "", 1)
 
 
-def test_prepared_weights_are_one_32nd_of_float():
-    w = _packed(np.random.default_rng(24), (128, 3, 3, 128))
-    pw = kernels.prepare_binary_conv2d(w, 128, path="portable")
-    assert pw.packed.nbytes == w.nbytes                                # word panels: 1 bit / weight
-    assert pw.packed.nbytes * 32 == 128 * 3 * 3 * 128 * 4
-    assert pw.packed.ctypes.data % 64 == 0
+def test_prepared_weights_are_one_32nd_of_float_and_correction_is_optional():
+    rng = np.random.default_rng(24)
+    w = _packed(rng, (128, 3, 3, 128))
+    pw = kernels.prepare_binary_conv2d(w, 128, path="portable", correction=False)
+    assert pw.nbytes == w.nbytes == 128 * 3 * 3 * 128 * 4 // 32       # word panels: 1 bit / weight
+    assert pw.packed.ctypes.data % 64 == 0 and pw.raw == ()
+    full = kernels.prepare_binary_conv2d(w, 128, path="portable")
+    assert full.nbytes == w.nbytes + 4 * 128 * 9                         # + the per-tap sums
+    x = _packed(rng, (1, 6, 6, 128))
+    np.testing.assert_array_equal(kernels.binary_conv2d(x, pw, padding=1, pad_value=-1),
+                                  ref.binary_conv2d(x, w, 128, 1, 1, -1))
+    np.testing.assert_array_equal(kernels.binary_conv2d(x, pw), ref.binary_conv2d(x, w, 128))
+    with pytest.raises(ValueError, match="correction=False"):
+        kernels.binary_conv2d(x, pw, padding=1)
+    dense = kernels.prepare_binary_dense(w.reshape(128, -1)[:, :18], 18 * 64, path="portable")
+    assert dense.nbytes == 128 * 18 * 8                                  # dense: never corrected

@@ -313,7 +313,11 @@ class PackedWeights:
     kind: 'binary' | 'ternary' | 'planes-binary' | 'planes-planes'; oc, kh, kw, c: output
     channels, kernel, input channels (k for dense, with kh = kw = 1); w_bits: weight planes
     (planes-planes); path / variant: the kernel it was packed for; raw: the original packed
-    arrays (the 'ref' path and error messages use them)."""
+    arrays, kept for the 'ref' path only; tap_sums: int32 (OC*KH*KW) sums of each tap's
+    weights, the zero / +1 padding correction (empty when prepared with correction=False);
+    w_pop: int32 per-channel popcounts (bit-plane and masked ternary kinds).
+    ``nbytes``: the resident bytes: 1 bit per weight for the word layouts (+ the small
+    per-channel tables), 2 bits for avx2 nlut-2x64 (one nibble per byte)."""
     kind: str
     oc: int
     kh: int
@@ -380,6 +384,8 @@ def _prepare(kind, oc, kh, kw, c, w_bits, rows, tap_sums, w_pop, raw, path, vari
     then mask row); lays them out for (path, variant)."""
     path = resolve_path(path)
     variant = _resolve_variant(path, variant, dense, kind == "ternary")
+    if path != "ref":
+        raw = ()                                   # only the numpy reference reads them
     if path == "ref":
         packed = np.zeros(0, np.uint64)
     else:
@@ -400,31 +406,36 @@ def _check_c(name: str, c) -> int:
 
 
 def prepare_binary_conv2d(w, c: int, path: str | None = None, variant: str | None = None,
-                          _dense: bool = False) -> PackedWeights:
-    """±1 weights (OC, KH, KW, ceil(c/64)) uint64 -> PackedWeights for binary_conv2d."""
+                          correction: bool = True, _dense: bool = False) -> PackedWeights:
+    """±1 weights (OC, KH, KW, ceil(c/64)) uint64 -> PackedWeights for binary_conv2d.
+
+    correction=False drops the per-tap weight sums (4*OC*KH*KW bytes) that pad_value 0 / +1
+    need; such weights then run only with pad_value=-1 or no padding (resident weights =
+    exactly the packed bits on the word layouts)."""
     c = _check_c("c", c)
     w = _check_packed("w", w, 4, c, "weights (OC, KH, KW, ceil(C/64))")
     oc, kh, kw, cw = w.shape
     if kh < 1 or kw < 1:
         raise ValueError(f"w: kernel must be at least 1x1, got shape {w.shape}")
     # S[oc][tap] = sum of the tap's ±1 weights = 2 popcount - C (padding correction)
-    tap_sums = 2 * _popcount_rows(w) - c                                    # (OC, KH, KW)
+    tap_sums = 2 * _popcount_rows(w) - c if correction else np.zeros(0)   # (OC, KH, KW)
     return _prepare("binary", oc, kh, kw, c, 1, w.reshape(oc, kh * kw * cw), tap_sums,
                     np.zeros(0), (w,), path, variant, _dense)
 
 
 def prepare_ternary_conv2d(w_sign, w_mask, c: int, path: str | None = None,
-                           variant: str | None = None, _dense: bool = False) -> PackedWeights:
+                           variant: str | None = None, correction: bool = True,
+                           _dense: bool = False) -> PackedWeights:
     """Ternary weights as two planes (OC, KH, KW, ceil(c/64)) uint64: sign (bit 1 = +1) and
     nonzero mask (bit 1 = nonzero) -> PackedWeights for ternary_conv2d.  Sign bits where
-    the mask is 0 are ignored."""
+    the mask is 0 are ignored.  correction: as prepare_binary_conv2d."""
     c = _check_c("c", c)
     s = _check_packed("w_sign", w_sign, 4, c, "sign plane (OC, KH, KW, ceil(C/64))")
     m = _check_packed("w_mask", w_mask, 4, c, "nonzero-mask plane (OC, KH, KW, ceil(C/64))")
     if s.shape != m.shape:
         raise ValueError(f"w_sign and w_mask must have the same shape, got {s.shape} and {m.shape}")
     oc, kh, kw, cw = s.shape
-    tap_sums = 2 * _popcount_rows(s & m) - _popcount_rows(m)        # sum of ternary weights per tap
+    tap_sums = (2 * _popcount_rows(s & m) - _popcount_rows(m)) if correction else np.zeros(0)
     path = resolve_path(path)
     variant = _resolve_variant(path, variant, _dense, True)
     if variant.startswith("masked-"):   # acc = pop(m) - 2 pop((a ^ s) & m) (micro_masked.h)
@@ -473,14 +484,15 @@ def prepare_binary_dense(w, k: int, path=None, variant=None) -> PackedWeights:
     """±1 weights (OC, ceil(k/64)) -> PackedWeights for binary_dense."""
     k = _check_c("k", k)
     w = _check_packed("w", w, 2, k, "weights (OC, ceil(K/64))")
-    return prepare_binary_conv2d(w[:, None, None, :], k, path, variant, _dense=True)
+    return prepare_binary_conv2d(w[:, None, None, :], k, path, variant, correction=False, _dense=True)
 
 
 def prepare_ternary_dense(w_sign, w_mask, k: int, path=None, variant=None) -> PackedWeights:
     k = _check_c("k", k)
     s = _check_packed("w_sign", w_sign, 2, k, "sign plane (OC, ceil(K/64))")
     m = _check_packed("w_mask", w_mask, 2, k, "nonzero-mask plane (OC, ceil(K/64))")
-    return prepare_ternary_conv2d(s[:, None, None, :], m[:, None, None, :], k, path, variant, _dense=True)
+    return prepare_ternary_conv2d(s[:, None, None, :], m[:, None, None, :], k, path, variant,
+                                  correction=False, _dense=True)
 
 
 def prepare_bitplane_dense(w, k: int, w_bits: int | None = None, path=None, variant=None) -> PackedWeights:
@@ -513,9 +525,10 @@ def _stage_args(out: str, oc: int, threshold, scale, bias):
                              f"channel), got {thr.shape} and {flip.shape}")
         if thr.dtype.kind not in "iu":
             raise TypeError(f"threshold: thr must hold integers, got dtype {thr.dtype}")
-        if thr.size and (thr.min() < ref.INT32_MIN or thr.max() > (1 << 31) - 1):
+        if thr.dtype != np.int32 and thr.size and (thr.min() < ref.INT32_MIN or thr.max() > (1 << 31) - 1):
             raise ValueError("threshold: thr must fit in int32")
-        if flip.dtype != np.bool_ and not (flip.dtype.kind in "iu" and np.isin(flip, (0, 1)).all()):
+        if flip.dtype != np.bool_ and not (flip.dtype.kind in "iu" and int(flip.max(initial=0)) <= 1
+                                           and int(flip.min(initial=0)) >= 0):
             raise ValueError("threshold: flip must be bool or 0/1")
         return (1, np.ascontiguousarray(thr, dtype=np.int32),
                 np.ascontiguousarray(flip.astype(np.uint8)), e_f32, e_f32)
@@ -570,8 +583,14 @@ def _run(pw: PackedWeights, x5: np.ndarray, stride, padding, pad_value, out, thr
     res = _out_array(stage, (n, oh, ow), pw.oc)
     a_bits = x5.shape[3]
     kind = 4 if pw.variant.startswith("masked-") else _KIND_CODE[pw.kind]
+    tap_sums = pw.tap_sums
+    if pw.kind in ("binary", "ternary") and (pad_value == -1 or (ph == 0 and pw_ == 0)):
+        tap_sums = np.zeros(0, np.int32)                   # no correction needed
+    elif pw.kind in ("binary", "ternary") and tap_sums.size == 0:
+        raise ValueError(f"pad_value={pad_value} with padding needs the padding correction, but "
+                         "the weights were prepared with correction=False")
     _kernels.xconv2d(x5, pw.packed, [pw.kh, pw.kw, sh, sw, ph, pw_], kind, pw.oc,
-                     pw.kbits, a_bits, pw.w_bits, pw.tap_sums, int(pad_value), pw.w_pop, stage,
+                     pw.kbits, a_bits, pw.w_bits, tap_sums, int(pad_value), pw.w_pop, stage,
                      res, thr, flip, sc, bi, pw.path, pw.variant, threads)
     return res
 

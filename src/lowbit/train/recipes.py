@@ -61,7 +61,7 @@ def _act(activation: str):
     return Q.get(activation)
 
 
-@register("bnn-mlp", epochs=5, lr=3e-3, **_BNN)
+@register("bnn-mlp", epochs=3, lr=3e-3, **_BNN)
 def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
             activation: str = "ste_sign", num_classes: int = 10) -> nn.Module:
     """BNN MLP (Hubara et al. 2016, the MNIST net scaled to 3x1024): binary hidden layers, BN
@@ -116,17 +116,17 @@ def xnor_lenet5(order: str = "BACP", num_classes: int = 10) -> nn.Module:
         mods = [("conv1", QuantConv2d(1, 20, 5)), ("pool1", nn.MaxPool2d(2)),
                 ("bn2", nn.BatchNorm2d(20)), ("conv2", _xnor(QuantConv2d, 20, 50, 5)),
                 ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
-                ("bn3", nn.BatchNorm1d(800)), ("fc1", _xnor(QuantLinear, 800, 500))]
+                ("bn3", nn.BatchNorm1d(800)), ("fc1", _xnor(QuantLinear, 800, 500)),
+                ("bn4", nn.BatchNorm1d(500))]
     elif order == "CBAP":
         mods = [("conv1", QuantConv2d(1, 20, 5, bias=False)), ("bn1", nn.BatchNorm2d(20)),
                 ("act1", Q.SteSign()), ("pool1", nn.MaxPool2d(2)),
                 ("conv2", _xnor(QuantConv2d, 20, 50, 5)), ("bn2", nn.BatchNorm2d(50)),
                 ("act2", Q.SteSign()), ("pool2", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
-                ("fc1", _xnor(QuantLinear, 800, 500))]
+                ("fc1", _xnor(QuantLinear, 800, 500)), ("bn3", nn.BatchNorm1d(500))]
     else:
         raise ValueError(f"order: expected 'BACP' or 'CBAP', got {order!r}")
-    mods += [("bn4", nn.BatchNorm1d(500)), ("relu", nn.ReLU()),
-             ("fc2", QuantLinear(500, num_classes))]
+    mods += [("relu", nn.ReLU()), ("fc2", QuantLinear(500, num_classes))]
     return nn.Sequential(OrderedDict(mods))
 
 
@@ -175,7 +175,7 @@ def parse_bits(bits) -> tuple[int, int, int]:
     return w, a, g
 
 
-@register("dorefa-lenet5", epochs=6, lr=3e-3, **_REAL)
+@register("dorefa-lenet5", epochs=5, lr=3e-3, **_REAL)
 def dorefa_lenet5(bits="1,2,6", num_classes: int = 10) -> nn.Module:
     """DoReFa-Net LeNet-5 with W-A-G bits (Zhou et al. 2016): conv2 and fc1 have W-bit weights
     and A-bit inputs (clip to [0, 1] then quantize), their output gradients are G-bit; fc2 has
@@ -196,7 +196,7 @@ def dorefa_lenet5(bits="1,2,6", num_classes: int = 10) -> nn.Module:
     ]))
 
 
-@register("bnn-vgg-small", epochs=2, lr=1e-2, **_BNN)
+@register("bnn-vgg-small", epochs=1, lr=1e-2, **_BNN)
 def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: int = 10) -> nn.Module:
     """Binary VGG-small for 28x28 (BNN): 64-64-pool-128-128-pool-256-256-pool (3x3 convs,
     padding 1 -- binary convs pad with -1), fc 2304-512 binary, fc 512-10 float weights; each
