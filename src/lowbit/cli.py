@@ -28,6 +28,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-portable", action="store_true", help="skip the portable-path rows")
     p.set_defaults(func=_bench_kernels)
 
+    p = bsub.add_parser("model", help="whole-model latency: lowbit runtime vs the same "
+                                      "architecture in PyTorch fp32 eager, 1 thread")
+    p.add_argument("file", metavar="FILE", help="a lowbit model file (lowbit export)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_bench_model)
+
+    _add_baselines(bsub)
+
     from lowbit.bench.accuracy import add_arguments  # stdlib only at import time
     p = bsub.add_parser("accuracy", help="train every low-bit recipe on Fashion-MNIST and write "
                                          "the table to docs/results.md")
@@ -43,6 +54,37 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
 def _bench_bgemm(args: argparse.Namespace) -> int:
     from lowbit.bench.bgemm import main as run
     return run(json_path=args.json, repeats=args.repeats, kernel=args.kernel)
+
+
+def _bench_model(args: argparse.Namespace) -> int:
+    from lowbit.bench.model import main as run
+    return run(args.file, batch=args.batch, json_path=args.json, repeats=args.repeats,
+               threads=args.threads)
+
+
+def _add_runtime(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to a lowbit model file (packed "
+                                      "weights, BatchNorm folded into thresholds)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("out", metavar="OUT")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("run", help="test accuracy of a model file through the torch-free runtime")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder of IDX files")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.set_defaults(func=_run)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lowbit.train.export import export_checkpoint
+    return export_checkpoint(args.checkpoint, args.out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lowbit.runtime.graph import run_command
+    return run_command(args.file, args.data, args.threads, args.limit)
 
 
 def _bench_kernels(args: argparse.Namespace) -> int:
@@ -191,12 +233,40 @@ def _compress(args: argparse.Namespace) -> int:
                data=None if args.data == "fashion-mnist" else args.data)
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="Markdown report + PNG plots (accuracy vs throughput, "
+                                      "latency vs batch, size, per-layer time) from bench JSON")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="JSON files or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lowbit.bench.report import main as run
+    return run(args.runs, args.out)
+
+
+def _bench_baselines(args: argparse.Namespace) -> int:
+    from lowbit.bench.baseline_bench import run
+    return run(args)
+
+
+def _add_baselines(bsub) -> None:
+    from lowbit.bench.baseline_bench import add_arguments  # numpy only at import time
+    p = bsub.add_parser("baselines", help="PyTorch fp32 vs ONNX Runtime fp32 vs ORT int8 "
+                                          "(static QDQ) on a model's float twin")
+    add_arguments(p)
+    p.set_defaults(func=_bench_baselines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_train(sub)
     _add_bench(sub)
     _add_compress(sub)
+    _add_runtime(sub)
+    _add_report(sub)
     return parser
 
 
