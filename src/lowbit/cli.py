@@ -33,7 +33,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="a lowbit model file (lowbit export)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
-    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--repeats", type=int, default=11, help="interleaved blocks (median)")
+    p.add_argument("--inner", type=int, default=20, help="consecutive calls per block")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_bench_model)
 
@@ -59,7 +60,7 @@ def _bench_bgemm(args: argparse.Namespace) -> int:
 def _bench_model(args: argparse.Namespace) -> int:
     from lowbit.bench.model import main as run
     return run(args.file, batch=args.batch, json_path=args.json, repeats=args.repeats,
-               threads=args.threads)
+               inner=args.inner, threads=args.threads)
 
 
 def _add_runtime(sub: argparse._SubParsersAction) -> None:

@@ -19,7 +19,6 @@ import numpy as np
 
 from lowbit.bench import baselines as B
 from lowbit.bench import measure as M
-from lowbit.bench.bgemm import cpu_name
 
 
 def _ints(s: str) -> list[int]:
@@ -54,6 +53,8 @@ def _model(args):
 def run(args) -> int:
     import onnxruntime
     import torch
+
+    from lowbit.bench.bgemm import cpu_name  # here: it loads the compiled kernels
     from lowbit.data import fashion
     from lowbit.data.normalization import Normalization
 

@@ -8,7 +8,7 @@ weights (speed does not depend on values), eval mode, ``torch.inference_mode``, 
 lowbit: ``Runtime(FILE, threads=1).logits`` on uint8 images (normalisation included).
 
 Timing: warm-up, then repeats of the two interleaved (ABBA), each repeat the mean of
-``--inner`` calls; medians of wall time and of thread CPU time (robust to a busy machine).
+``--inner`` consecutive calls (default 20); medians of wall time and of thread CPU time (robust to a busy machine).
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from lowbit.runtime import kernels
 
 def float_twin(graph: dict, input_shape):
     """nn.Sequential fp32 with the shapes of ``graph``'s ops (torch imported here only)."""
-    import torch
     from torch import nn
     mods: list = []
     shape = list(input_shape)                     # (C, H, W) or (F,)
@@ -39,7 +38,10 @@ def float_twin(graph: dict, input_shape):
 
     for op in graph["ops"]:
         kind = op["op"]
-        if kind in ("qconv2d", "conv2d") and kind == "qconv2d":
+        if kind in ("qconv2d", "qdense") and op["in"] in ("sign", "xnor") and mods \
+                and not isinstance(mods[-1], nn.Hardtanh):
+            mods.append(nn.Hardtanh())                   # the float twin of the sign
+        if kind == "qconv2d":
             kh, kw = op["kernel"]
             mods.append(nn.Conv2d(op["in_channels"], op["out_channels"], (kh, kw), op["stride"],
                                   op["padding"], bias="bias" in op))
@@ -84,7 +86,7 @@ def _timed(fn, inner: int) -> tuple[float, float]:
     return (time.perf_counter() - t0) / inner, (time.thread_time() - c0) / inner
 
 
-def bench(path: str, batch: int = 1, repeats: int = 21, inner: int = 5, threads: int = 1) -> dict:
+def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads: int = 1) -> dict:
     import torch
     from lowbit.runtime.graph import Runtime
     rt = Runtime(path, threads)
@@ -125,8 +127,8 @@ def bench(path: str, batch: int = 1, repeats: int = 21, inner: int = 5, threads:
     return res
 
 
-def main(path: str, batch: int = 1, json_path: str | None = None, repeats: int = 21,
-         inner: int = 5, threads: int = 1) -> int:
+def main(path: str, batch: int = 1, json_path: str | None = None, repeats: int = 11,
+         inner: int = 20, threads: int = 1) -> int:
     try:
         r = bench(path, batch, repeats, inner, threads)
     except ImportError:

@@ -14,6 +14,7 @@ report).  One record = one system measured at one batch size and thread count:
     throughput    (req.)   float         images/s = batch / p50 (checked: within 5 %)
     latency_per_image_ms   float         p50 / batch
     cpu_ms                 float         median CPU time of one call (all threads)
+    import_rss_bytes       int           RSS of the fresh process after imports only
     acc                    float         test accuracy, 0..1
     file_bytes             int           model file on disk
     weight_bytes           int           resident weight bytes
@@ -22,7 +23,9 @@ report).  One record = one system measured at one batch size and thread count:
     layers                 [{name, op, ms}]  per-layer time of one call (optional profile)
 
 Size, memory, accuracy and op fields may sit on any one record of a (method, system) pair; the
-first value found is used.  Output: ``report.md`` and ``acc_vs_throughput.png``,
+first value found is used.  Records of several runs are merged by (method, system, batch,
+threads): for the tables the first record of a pair is its summary, the last one per batch
+its throughput -- report one run per (method, system) to avoid mixing.  Output: ``report.md`` and ``acc_vs_throughput.png``,
 ``latency_vs_batch.png``, ``model_size.png``, ``layer_times.png`` (the last only with layer
 times; the first only with accuracies).
 """
@@ -221,9 +224,9 @@ def write_report(records: list[dict], out_dir, metas=(), notes=()) -> Path:
           "Latency = p50 / p90 wall time per call at the smallest batch and fewest threads "
           "measured; best throughput over all batch sizes and thread counts; speed-up = "
           "torch-fp32 p50 / this p50 at that point (same method).", "",
-          "| method | system | acc | latency p50 / p90 ms (batch, threads) | speed-up vs torch "
+          "| method | system | acc | latency p50 / p90 ms (batch, threads) | CPU ms | speed-up vs torch "
           "| best images/s (batch, threads) | file | weights | peak RSS | MACs | BOPs |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (method, system), d in per.items():
         b, best = d["base"], d["best"]
         ref = torch_ref.get(method)
@@ -231,7 +234,7 @@ def write_report(records: list[dict], out_dir, metas=(), notes=()) -> Path:
               if ref and ref["batch"] == b["batch"] and ref["threads"] == b["threads"] else "-")
         L.append(f"| {method} | {system} | {_fmt(d.get('acc'), 'acc')} | "
                  f"{b['latency_ms']['p50']:.3f} / {b['latency_ms']['p90']:.3f} "
-                 f"({b['batch']}, {b['threads']}) | {sp} | {best['throughput']:,.0f} "
+                 f"({b['batch']}, {b['threads']}) | {_fmt(b.get('cpu_ms'))} | {sp} | {best['throughput']:,.0f} "
                  f"({best['batch']}, {best['threads']}) | {_fmt(d.get('file_bytes'), 'bytes')} | "
                  f"{_fmt(d.get('weight_bytes'), 'bytes')} | {_fmt(d.get('peak_rss_bytes'), 'bytes')}"
                  f" | {_fmt(d.get('macs'), 'ops')} | {_fmt(d.get('bops'), 'ops')} |")
