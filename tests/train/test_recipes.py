@@ -108,3 +108,20 @@ def test_cli_model_arguments():
                                       "--bits", "2,2,32", "--model-arg", "order=CBAP",
                                       "--model-arg", "width=0.5", "--model-arg", "levels=5"])
     assert _model_kwargs(args) == {"order": "CBAP", "width": 0.5, "levels": 5, "bits": "2,2,32"}
+
+
+def test_shift_adamax_and_exp_schedule():
+    from lowbit.train.optimizers import lr_at, make_optimizer, make_schedule
+    from lowbit.train.shift import ap2
+    z = torch.tensor([3.0, -0.3, 0.0, 1e-3, 5.9])
+    assert ap2(z).tolist() == [4.0, -0.25, 0.0, 2.0 ** -10, 8.0]   # round(log2 5.9) = 3
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = make_optimizer([w], {"optimizer": "shift_adamax", "lr": 0.1})
+    for _ in range(50):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+    assert w.abs().max() < 0.5                        # it descends
+    sched = make_schedule({"schedule": "exp", "lr": 1e-2, "epochs": 4, "lr_decay": 0.01}, 10)
+    assert lr_at(sched, 0) == 1e-2 and lr_at(sched, 40) == pytest.approx(1e-4)
+    assert lr_at(sched, 20) == pytest.approx(1e-3)
