@@ -24,7 +24,7 @@ from lowbit.codec.packed import packed
 from lowbit.runtime.ref import fold_bn_threshold
 
 from . import quantizers as Q
-from .layers import QuantConv2d, QuantLinear, QuantMixin
+from .layers import QuantConv2d, QuantMixin
 
 __all__ = ["export_model", "export_checkpoint", "build_graph"]
 
