@@ -4,7 +4,7 @@ reference against torch (zero padding, BatchNorm + sign, max pooling) and plain 
 import numpy as np
 import pytest
 
-from lowbit.runtime import kernels, ref
+from lowbit.runtime import bitconv, kernels, ref
 
 ALL_PATHS = list(kernels.PATHS)
 CHANNELS = [1, 63, 64, 65, 127, 128, 129]
@@ -21,7 +21,7 @@ def _variants(path, ternary=False):
     """Every variant of a path; ``masked-*`` ones (sign/mask pairs) only for ternary layers."""
     if path == "ref":
         return [None]
-    return [v for v in kernels.xconv_variants(path) if ternary or not v.startswith("masked-")]
+    return [v for v in bitconv.xconv_variants(path) if ternary or not v.startswith("masked-")]
 
 
 def _pm1(rng, shape):
@@ -55,16 +55,16 @@ def test_binary_conv2d_every_path_variant_and_thread_count(path):
         for pad_value in (0, -1, 1):
             want = ref.binary_conv2d(x, wt, c, s, p, pad_value)
             for variant in _variants(path):
-                prepared = kernels.prepare_binary_conv2d(wt, c, path=path, variant=variant)
+                prepared = bitconv.prepare_binary_conv2d(wt, c, path=path, variant=variant)
                 for threads in (1, 2):
-                    got = kernels.binary_conv2d(x, prepared, stride=s, padding=p,
+                    got = bitconv.binary_conv2d(x, prepared, stride=s, padding=p,
                                                 pad_value=pad_value, threads=threads)
                     assert got.dtype == np.int32 and got.shape == want.shape
                     np.testing.assert_array_equal(
                         got, want, err_msg=f"{path}/{variant} t={threads} case={(n, h, w, c, oc, k, s, p)} pv={pad_value}")
             # raw weights (packed on the fly) give the same
             np.testing.assert_array_equal(
-                kernels.binary_conv2d(x, wt, c, s, p, pad_value, path=path), want)
+                bitconv.binary_conv2d(x, wt, c, s, p, pad_value, path=path), want)
 
 
 def test_reference_binary_conv2d_equals_torch_zero_padding():
@@ -95,7 +95,7 @@ def test_rectangular_kernels_strides_paddings(path):
             want = ref.binary_conv2d(x, w, 65, s, p, pv)
             for variant in _variants(path):
                 np.testing.assert_array_equal(
-                    kernels.binary_conv2d(x, w, 65, s, p, pv, threads=2, path=path, variant=variant), want)
+                    bitconv.binary_conv2d(x, w, 65, s, p, pv, threads=2, path=path, variant=variant), want)
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
@@ -111,11 +111,11 @@ def test_blocking_and_column_splits(path):
         flip = rng.integers(0, 2, oc).astype(np.uint8)
         want_bits = ref.bits_from_threshold(want, thr, flip)
         for variant in _variants(path):
-            pw = kernels.prepare_binary_conv2d(wt, c, path=path, variant=variant)
+            pw = bitconv.prepare_binary_conv2d(wt, c, path=path, variant=variant)
             for threads in (1, 2):
-                np.testing.assert_array_equal(kernels.binary_conv2d(x, pw, stride=s, padding=p, threads=threads), want)
+                np.testing.assert_array_equal(bitconv.binary_conv2d(x, pw, stride=s, padding=p, threads=threads), want)
                 np.testing.assert_array_equal(
-                    kernels.binary_conv2d(x, pw, stride=s, padding=p, threads=threads, out="bits",
+                    bitconv.binary_conv2d(x, pw, stride=s, padding=p, threads=threads, out="bits",
                                           threshold=(thr, flip)), want_bits)
 
 
@@ -140,16 +140,16 @@ def test_output_stages(path):
         assert not (want_bits[..., -1] & mask).any()                   # pad bits 0
         want_f = acc.astype(np.float32) * scale + bias
         for variant in _variants(path):
-            pw = kernels.prepare_binary_conv2d(wt, c, path=path, variant=variant)
+            pw = bitconv.prepare_binary_conv2d(wt, c, path=path, variant=variant)
             for threads in (1, 2):
                 kw = dict(stride=s, padding=p, threads=threads)
                 np.testing.assert_array_equal(
-                    kernels.binary_conv2d(x, pw, out="bits", threshold=(thr, flip), **kw), want_bits)
-                got = kernels.binary_conv2d(x, pw, out="float", scale=scale, bias=bias, **kw)
+                    bitconv.binary_conv2d(x, pw, out="bits", threshold=(thr, flip), **kw), want_bits)
+                got = bitconv.binary_conv2d(x, pw, out="float", scale=scale, bias=bias, **kw)
                 assert got.dtype == np.float32
                 np.testing.assert_array_equal(got, want_f)             # bit-exact: same 2 roundings
                 np.testing.assert_array_equal(
-                    kernels.binary_conv2d(x, pw, out="float", scale=scale, **kw),
+                    bitconv.binary_conv2d(x, pw, out="float", scale=scale, **kw),
                     acc.astype(np.float32) * scale)
 
 
@@ -212,7 +212,7 @@ def test_threshold_folding_negative_gamma_zero_gamma_and_exact_ties():
     acc = ref.binary_conv2d(x, wt, 70, 1, 1)
     want = _torch_bn_sign_bits(torch, acc, gamma, beta, mean, var, eps)
     for path in kernels.available_paths():
-        got = kernels.binary_conv2d(x, wt, 70, padding=1, out="bits", threshold=(thr, flip), path=path)
+        got = bitconv.binary_conv2d(x, wt, 70, padding=1, out="bits", threshold=(thr, flip), path=path)
         np.testing.assert_array_equal(got, want, err_msg=path)
     # the generic form with a pre-scale (XNOR alpha, conv bias) before BN
     pre = lambda a: a.astype(np.float32) * np.float32(0.37) + np.float32(0.25)  # noqa: E731
@@ -256,14 +256,14 @@ def test_three_chained_binary_convs_on_packed_bits_equal_float_reference():
         a = kernels.bitpack(xf, path=path)                           # (N, H, W, ceil(65/64))
         for i, (wf, (g, b, m, v), s) in enumerate(layers):
             cin = chans[i]
-            pw = kernels.prepare_binary_conv2d(ref.bitpack(wf), cin, path=path)
+            pw = bitconv.prepare_binary_conv2d(ref.bitpack(wf), cin, path=path)
             if i < 2:
                 thr = ref.fold_bn_threshold(g, b, m, v, 1e-5, pw.kbits)
-                a = kernels.binary_conv2d(a, pw, stride=s, padding=1, out="bits", threshold=thr, threads=2)
+                a = bitconv.binary_conv2d(a, pw, stride=s, padding=1, out="bits", threshold=thr, threads=2)
                 np.testing.assert_array_equal(a, ref.bitpack(
                     ref.bn_eval_fn(g, b, m, v, 1e-5)(ref_accs[i].astype(np.int64))), err_msg=f"{path} layer {i}")
             else:
-                acc = kernels.binary_conv2d(a, pw, stride=s, padding=1)
+                acc = bitconv.binary_conv2d(a, pw, stride=s, padding=1)
                 np.testing.assert_array_equal(acc, ref_accs[i].astype(np.int32), err_msg=path)
 
 
@@ -280,14 +280,14 @@ def test_binary_dense_and_stages(path):
         thr, flip = rng.integers(-5, 5, oc), rng.integers(0, 2, oc)
         scale = rng.standard_normal(oc).astype(np.float32)
         for variant in _variants(path):
-            pw = kernels.prepare_binary_dense(w, k, path=path, variant=variant)
+            pw = bitconv.prepare_binary_dense(w, k, path=path, variant=variant)
             for threads in (1, 2):
-                np.testing.assert_array_equal(kernels.binary_dense(x, pw, threads=threads), want)
+                np.testing.assert_array_equal(bitconv.binary_dense(x, pw, threads=threads), want)
                 np.testing.assert_array_equal(
-                    kernels.binary_dense(x, pw, out="bits", threshold=(thr, flip), threads=threads),
+                    bitconv.binary_dense(x, pw, out="bits", threshold=(thr, flip), threads=threads),
                     ref.bits_from_threshold(want, thr, flip))
                 np.testing.assert_array_equal(
-                    kernels.binary_dense(x, pw, out="float", scale=scale, threads=threads),
+                    bitconv.binary_dense(x, pw, out="float", scale=scale, threads=threads),
                     want.astype(np.float32) * scale)
 
 
@@ -317,11 +317,11 @@ def test_ternary_conv2d_and_dense(path):
                                             stride=s, padding=p).permute(0, 2, 3, 1).numpy()
         np.testing.assert_array_equal(want, direct.astype(np.int32))
         for variant in _variants(path, ternary=True):
-            pw = kernels.prepare_ternary_conv2d(sign, mask, c, path=path, variant=variant)
+            pw = bitconv.prepare_ternary_conv2d(sign, mask, c, path=path, variant=variant)
             for threads in (1, 2):
                 for pv in (0, -1):
                     np.testing.assert_array_equal(
-                        kernels.ternary_conv2d(ref.bitpack(xf), pw, stride=s, padding=p, pad_value=pv,
+                        bitconv.ternary_conv2d(ref.bitpack(xf), pw, stride=s, padding=p, pad_value=pv,
                                                threads=threads),
                         ref.ternary_conv2d(ref.bitpack(xf), sign, mask, c, s, p, pv))
     for m, oc, k in [(1, 3, 1), (4, 65, 127), (3, 130, 129)]:
@@ -332,9 +332,9 @@ def test_ternary_conv2d_and_dense(path):
         for variant in _variants(path, ternary=True):
             for threads in (1, 2):
                 np.testing.assert_array_equal(
-                    kernels.ternary_dense(x, sign, mask, k, threads=threads, path=path, variant=variant), want)
+                    bitconv.ternary_dense(x, sign, mask, k, threads=threads, path=path, variant=variant), want)
                 np.testing.assert_array_equal(
-                    kernels.ternary_dense(x, sign, mask, k, out="bits", threshold=(thr, flip),
+                    bitconv.ternary_dense(x, sign, mask, k, out="bits", threshold=(thr, flip),
                                           threads=threads, path=path, variant=variant),
                     ref.bits_from_threshold(want, thr, flip))
 
@@ -352,7 +352,7 @@ def test_pack_bitplanes(path):
             assert want.shape == (3, 2, bits, ref.words_for(k))
             np.testing.assert_array_equal(ref.planes_to_levels(want, k), x)
             for threads in (1, 2):
-                np.testing.assert_array_equal(kernels.pack_bitplanes(x, bits, threads=threads, path=path), want)
+                np.testing.assert_array_equal(bitconv.pack_bitplanes(x, bits, threads=threads, path=path), want)
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
@@ -365,16 +365,16 @@ def test_first_layer_bitplanes_equal_direct_integer_dot(path):
         img = rng.integers(0, 256, (n, h, w, c)).astype(np.uint8)
         wf = _pm1(rng, (oc, k, k, c))
         direct = ref.int_conv2d(img, wf.astype(np.int64), s, p, 0)       # zero padding
-        planes = kernels.pack_bitplanes(img, 8, path=path)
+        planes = bitconv.pack_bitplanes(img, 8, path=path)
         np.testing.assert_array_equal(ref.bitplane_conv2d(planes, ref.bitpack(wf), c, None, s, p), direct)
         for variant in _variants(path):
-            pw = kernels.prepare_bitplane_conv2d(ref.bitpack(wf), c, path=path, variant=variant)
+            pw = bitconv.prepare_bitplane_conv2d(ref.bitpack(wf), c, path=path, variant=variant)
             for threads in (1, 2):
-                got = kernels.bitplane_conv2d(planes, pw, stride=s, padding=p, threads=threads)
+                got = bitconv.bitplane_conv2d(planes, pw, stride=s, padding=p, threads=threads)
                 np.testing.assert_array_equal(got, direct, err_msg=f"{path}/{variant} t={threads}")
                 sc = rng.standard_normal(oc).astype(np.float32)
                 np.testing.assert_array_equal(
-                    kernels.bitplane_conv2d(planes, pw, stride=s, padding=p, out="float", scale=sc),
+                    bitconv.bitplane_conv2d(planes, pw, stride=s, padding=p, out="float", scale=sc),
                     direct.astype(np.float32) * sc)
 
 
@@ -387,21 +387,21 @@ def test_dorefa_kbit_products_equal_integer_products(path):
             xa = rng.integers(0, 1 << a_bits, (n, h, w, c))
             wl = rng.integers(0, 1 << w_bits, (oc, k, k, c))
             direct = ref.int_conv2d(xa, wl, s, p, 0)
-            xp = kernels.pack_bitplanes(xa, a_bits, path=path)
+            xp = bitconv.pack_bitplanes(xa, a_bits, path=path)
             wp = ref.pack_bitplanes(wl, w_bits)                       # (OC, KH, KW, w_bits, Cw)
             for variant in _variants(path):
                 for threads in (1, 2):
-                    got = kernels.bitplane_conv2d(xp, wp, c, w_bits, s, p, threads=threads,
+                    got = bitconv.bitplane_conv2d(xp, wp, c, w_bits, s, p, threads=threads,
                                                   path=path, variant=variant)
                     np.testing.assert_array_equal(got, direct, err_msg=f"{path}/{variant} a{a_bits}w{w_bits}")
         # dense
         m, oc, k = 3, 70, 129
         xa, wl = rng.integers(0, 1 << a_bits, (m, k)), rng.integers(0, 1 << w_bits, (oc, k))
         for variant in _variants(path):
-            got = kernels.bitplane_dense(ref.pack_bitplanes(xa, a_bits), ref.pack_bitplanes(wl, w_bits), k,
+            got = bitconv.bitplane_dense(ref.pack_bitplanes(xa, a_bits), ref.pack_bitplanes(wl, w_bits), k,
                                          w_bits, threads=2, path=path, variant=variant)
             np.testing.assert_array_equal(got, xa @ wl.T)
-            got = kernels.bitplane_dense(ref.pack_bitplanes(xa, a_bits), _packed(rng, (5, k)), k,
+            got = bitconv.bitplane_dense(ref.pack_bitplanes(xa, a_bits), _packed(rng, (5, k)), k,
                                          path=path, variant=variant)
             assert got.shape == (m, 5)
 
@@ -421,7 +421,7 @@ def test_binary_maxpool2d(path):
             x = ref.bitpack(xf)
             np.testing.assert_array_equal(ref.binary_maxpool2d(x, k, s, p), want)
             for threads in (1, 2):
-                np.testing.assert_array_equal(kernels.binary_maxpool2d(x, k, s, p, threads=threads, path=path), want)
+                np.testing.assert_array_equal(bitconv.binary_maxpool2d(x, k, s, p, threads=threads, path=path), want)
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -430,53 +430,53 @@ def test_bad_input_gives_clear_errors():
     rng = np.random.default_rng(23)
     x, w = _packed(rng, (1, 5, 5, 70)), _packed(rng, (8, 3, 3, 70))
     with pytest.raises(ValueError, match="c .*required"):
-        kernels.binary_conv2d(x, w)
+        bitconv.binary_conv2d(x, w)
     with pytest.raises(ValueError, match=r"x has 2 words .* 200 channels need ceil\(200/64\)=4"):
-        kernels.binary_conv2d(x, _packed(rng, (8, 3, 3, 200)), 200)
+        bitconv.binary_conv2d(x, _packed(rng, (8, 3, 3, 200)), 200)
     with pytest.raises(ValueError, match=r"w\[0, 0, 0\] has bits set past channel 65"):
-        kernels.binary_conv2d(x, w, 65)
+        bitconv.binary_conv2d(x, w, 65)
     with pytest.raises(TypeError, match="uint64"):
-        kernels.binary_conv2d(x.astype(np.int64), w, 70)
+        bitconv.binary_conv2d(x.astype(np.int64), w, 70)
     with pytest.raises(ValueError, match="4-D"):
-        kernels.binary_conv2d(x[0], w, 70)
+        bitconv.binary_conv2d(x[0], w, 70)
     with pytest.raises(ValueError, match="pad_value"):
-        kernels.binary_conv2d(x, w, 70, padding=1, pad_value=2)
+        bitconv.binary_conv2d(x, w, 70, padding=1, pad_value=2)
     with pytest.raises(ValueError, match="larger than the padded input"):
-        kernels.binary_conv2d(x[:, :2, :2], w, 70)
+        bitconv.binary_conv2d(x[:, :2, :2], w, 70)
     with pytest.raises(ValueError, match="threshold=\\(thr, flip\\)"):
-        kernels.binary_conv2d(x, w, 70, out="bits")
+        bitconv.binary_conv2d(x, w, 70, out="bits")
     with pytest.raises(ValueError, match=r"shape \(8,\)"):
-        kernels.binary_conv2d(x, w, 70, out="bits", threshold=(np.zeros(7, np.int32), np.zeros(7)))
+        bitconv.binary_conv2d(x, w, 70, out="bits", threshold=(np.zeros(7, np.int32), np.zeros(7)))
     with pytest.raises(ValueError, match="scale="):
-        kernels.binary_conv2d(x, w, 70, out="float")
+        bitconv.binary_conv2d(x, w, 70, out="float")
     with pytest.raises(ValueError, match="only used with out='float'"):
-        kernels.binary_conv2d(x, w, 70, scale=np.ones(8))
+        bitconv.binary_conv2d(x, w, 70, scale=np.ones(8))
     with pytest.raises(ValueError, match="out must be one of"):
-        kernels.binary_conv2d(x, w, 70, out="int8")
+        bitconv.binary_conv2d(x, w, 70, out="int8")
     with pytest.raises(ValueError, match="stride"):
-        kernels.binary_conv2d(x, w, 70, stride=0)
+        bitconv.binary_conv2d(x, w, 70, stride=0)
     with pytest.raises(ValueError, match="threads"):
-        kernels.binary_conv2d(x, w, 70, threads=0)
-    pw = kernels.prepare_binary_conv2d(w, 70, path="portable")
+        bitconv.binary_conv2d(x, w, 70, threads=0)
+    pw = bitconv.prepare_binary_conv2d(w, 70, path="portable")
     with pytest.raises(ValueError, match="prepared for path 'portable'"):
-        kernels.binary_conv2d(x, pw, path="ref")
+        bitconv.binary_conv2d(x, pw, path="ref")
     with pytest.raises(ValueError, match="prepared for a 'binary' layer, not 'ternary'"):
-        kernels.ternary_conv2d(x, pw)
+        bitconv.ternary_conv2d(x, pw)
     with pytest.raises(ValueError, match="prepared for c=70"):
-        kernels.binary_conv2d(x, pw, 71)
+        bitconv.binary_conv2d(x, pw, 71)
     with pytest.raises(ValueError, match="variant"):
-        kernels.prepare_binary_conv2d(w, 70, path="portable", variant="nope")
+        bitconv.prepare_binary_conv2d(w, 70, path="portable", variant="nope")
     with pytest.raises(ValueError, match="ternary layers only"):
-        kernels.prepare_binary_conv2d(w, 70, path="portable", variant="masked-swar-2x2")
+        bitconv.prepare_binary_conv2d(w, 70, path="portable", variant="masked-swar-2x2")
     with pytest.raises(ValueError, match="levels must be in"):
-        kernels.pack_bitplanes(np.array([0, 4]), 2)
+        bitconv.pack_bitplanes(np.array([0, 4]), 2)
     with pytest.raises(ValueError, match="overflow int32"):
-        kernels.bitplane_dense(np.zeros((1, 8, 1 << 18), np.uint64), np.zeros((2, 8, 1 << 18), np.uint64),
+        bitconv.bitplane_dense(np.zeros((1, 8, 1 << 18), np.uint64), np.zeros((2, 8, 1 << 18), np.uint64),
                                64 << 18, w_bits=8)
     with pytest.raises(ValueError, match="w_sign and w_mask"):
-        kernels.prepare_ternary_conv2d(w, w[:4], 70)
+        bitconv.prepare_ternary_conv2d(w, w[:4], 70)
     with pytest.raises(ValueError, match="padding"):
-        kernels.binary_maxpool2d(x, 2, 2, 2)
+        bitconv.binary_maxpool2d(x, 2, 2, 2)
     # the binding's own checks, past the Python ones
     from lowbit import _kernels
     with pytest.raises(ValueError, match="packed weights"):
@@ -489,16 +489,16 @@ def test_bad_input_gives_clear_errors():
 def test_prepared_weights_are_one_32nd_of_float_and_correction_is_optional():
     rng = np.random.default_rng(24)
     w = _packed(rng, (128, 3, 3, 128))
-    pw = kernels.prepare_binary_conv2d(w, 128, path="portable", correction=False)
+    pw = bitconv.prepare_binary_conv2d(w, 128, path="portable", correction=False)
     assert pw.nbytes == w.nbytes == 128 * 3 * 3 * 128 * 4 // 32       # word panels: 1 bit / weight
     assert pw.packed.ctypes.data % 64 == 0 and pw.raw == ()
-    full = kernels.prepare_binary_conv2d(w, 128, path="portable")
+    full = bitconv.prepare_binary_conv2d(w, 128, path="portable")
     assert full.nbytes == w.nbytes + 4 * 128 * 9                         # + the per-tap sums
     x = _packed(rng, (1, 6, 6, 128))
-    np.testing.assert_array_equal(kernels.binary_conv2d(x, pw, padding=1, pad_value=-1),
+    np.testing.assert_array_equal(bitconv.binary_conv2d(x, pw, padding=1, pad_value=-1),
                                   ref.binary_conv2d(x, w, 128, 1, 1, -1))
-    np.testing.assert_array_equal(kernels.binary_conv2d(x, pw), ref.binary_conv2d(x, w, 128))
+    np.testing.assert_array_equal(bitconv.binary_conv2d(x, pw), ref.binary_conv2d(x, w, 128))
     with pytest.raises(ValueError, match="correction=False"):
-        kernels.binary_conv2d(x, pw, padding=1)
-    dense = kernels.prepare_binary_dense(w.reshape(128, -1)[:, :18], 18 * 64, path="portable")
+        bitconv.binary_conv2d(x, pw, padding=1)
+    dense = bitconv.prepare_binary_dense(w.reshape(128, -1)[:, :18], 18 * 64, path="portable")
     assert dense.nbytes == 128 * 18 * 8                                  # dense: never corrected

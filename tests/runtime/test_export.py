@@ -187,8 +187,8 @@ def test_binary_weight_memory_is_1_32(tmp_path):
     layouts (portable, popcnt); the avx2 nibble-LUT conv kernel stores 2 bits per weight."""
     model = build_model("bnn-vgg-small").eval()
     export_model(model, tmp_path / "v.lbm", NORM)
-    from lowbit.runtime import kernels
-    variant = "popcnt-2x4" if "popcnt-2x4" in kernels.xconv_variants(kernels.default_path()) else None
+    from lowbit.runtime import bitconv, kernels
+    variant = "popcnt-2x4" if "popcnt-2x4" in bitconv.xconv_variants(kernels.default_path()) else None
     kernel = None if variant else "portable"
     if kernel and "portable" not in kernels.available_paths():
         pytest.skip("no compiled kernels")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.bench.bgemm import _load, cpu_name
-from lowbit.runtime import kernels, ref
+from lowbit.runtime import bitconv, kernels, ref
 
 CONV_SHAPES = [(56, 128), (28, 256), (14, 512), (7, 1024)]   # (H = W, C = OC), 3x3, pad 1
 DENSE_SHAPES = [(1, 4096, 4096), (64, 4096, 4096)]           # (M, K, N)
@@ -104,14 +104,14 @@ def conv_row(h: int, c: int, path: str, repeats: int, torch, peaks: dict, ternar
     xf = _pm1(rng, (1, h, h, c))                                     # NHWC ±1
     if ternary:
         wt = rng.integers(-1, 2, (c, 3, 3, c)).astype(np.float32)    # {-1, 0, 1}
-        pw = kernels.prepare_ternary_conv2d(ref.bitpack(np.where(wt > 0, 1, -1).astype(np.int8)),
+        pw = bitconv.prepare_ternary_conv2d(ref.bitpack(np.where(wt > 0, 1, -1).astype(np.int8)),
                                             ref.bitpack(np.where(wt != 0, 1, -1).astype(np.int8)),
                                             c, path=path, variant=variant)
-        run = kernels.ternary_conv2d
+        run = bitconv.ternary_conv2d
     else:
         wt = _pm1(rng, (c, 3, 3, c))
-        pw = kernels.prepare_binary_conv2d(ref.bitpack(wt), c, path=path, variant=variant)
-        run = kernels.binary_conv2d
+        pw = bitconv.prepare_binary_conv2d(ref.bitpack(wt), c, path=path, variant=variant)
+        run = bitconv.binary_conv2d
     x = kernels.bitpack(xf)                                          # (1, H, W, C/64) uint64
     tx = torch.from_numpy(np.ascontiguousarray(xf.transpose(0, 3, 1, 2)))   # NCHW float32
     tw = torch.from_numpy(np.ascontiguousarray(wt.transpose(0, 3, 1, 2)))   # OIHW float32
@@ -135,11 +135,11 @@ def dense_row(m: int, k: int, n: int, path: str, repeats: int, torch, peaks: dic
     rng = np.random.default_rng(seed)
     xf, wf = _pm1(rng, (m, k)), _pm1(rng, (n, k))
     x = kernels.bitpack(xf)
-    pw = kernels.prepare_binary_dense(ref.bitpack(wf), k, path=path, variant=variant)
+    pw = bitconv.prepare_binary_dense(ref.bitpack(wf), k, path=path, variant=variant)
     tx, tw = torch.from_numpy(xf), torch.from_numpy(wf)
-    if not np.array_equal(kernels.binary_dense(x, pw), F.linear(tx, tw).numpy().astype(np.int32)):
+    if not np.array_equal(bitconv.binary_dense(x, pw), F.linear(tx, tw).numpy().astype(np.int32)):
         raise AssertionError(f"binary dense {m}x{k}->{n} on {pw.kernel} differs from torch F.linear")
-    t = _interleaved(lambda: kernels.binary_dense(x, pw), lambda: F.linear(tx, tw), repeats)
+    t = _interleaved(lambda: bitconv.binary_dense(x, pw), lambda: F.linear(tx, tw), repeats)
     return _row("binary_dense", f"{m}x{k}->{n}", m * k * n, t, pw.kernel, peaks,
                 weight_bytes=pw.nbytes, torch_weight_bytes=wf.size * 4)
 
@@ -174,9 +174,9 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
         path = kernels.check_path(kernel, source="--kernel") if kernel else kernels.default_path()
         if path == "ref":
             raise ValueError("--kernel=ref: the numpy reference is not benchmarked (use a compiled path)")
-        if variant is not None and variant not in kernels.xconv_variants(path):
+        if variant is not None and variant not in bitconv.xconv_variants(path):
             raise ValueError(f"--variant={variant!r} is not a variant of '{path}' "
-                             f"({', '.join(kernels.xconv_variants(path))})")
+                             f"({', '.join(bitconv.xconv_variants(path))})")
     except (ValueError, kernels.KernelUnavailableError) as exc:
         print(f"lowbit bench kernels: {exc}", file=sys.stderr)
         return 2

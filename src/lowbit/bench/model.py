@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lowbit.bench.bgemm import _load, cpu_name
-from lowbit.runtime import kernels
+from lowbit.runtime import bitconv
 
 
 def float_twin(graph: dict, input_shape):
@@ -122,7 +122,7 @@ def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads
            "batch": batch, "threads": threads, "repeats": repeats, "inner": inner,
            "lowbit_ms": med(lw), "torch_ms": med(tw), "speedup": med(tw) / med(lw),
            "lowbit_cpu_ms": med(lc), "torch_cpu_ms": med(tc), "speedup_cpu": med(tc) / med(lc),
-           "kernel": kernels.conv_kernel_name(), "cpu": cpu_name(), "load_average": _load(),
+           "kernel": bitconv.conv_kernel_name(), "cpu": cpu_name(), "load_average": _load(),
            "torch": torch.__version__}
     return res
 

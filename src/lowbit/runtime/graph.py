@@ -34,7 +34,7 @@ import numpy as np
 
 from lowbit import codec
 from lowbit.runtime import float_ops
-from lowbit.runtime import kernels as K
+from lowbit.runtime import bitconv as B
 from lowbit.runtime.float_ops import _pair
 from lowbit.runtime.ops import (Bits, conv2d_float, QLayer, as_float, batchnorm, fold_float_threshold, maxpool,
                                 sign_bits, threshold_bits)
@@ -175,5 +175,5 @@ def run_command(path: str, data: str = "fashion-mnist", threads: int = 1, limit:
     acc = float((pred == labels).mean())
     name = (rt.meta.get("model") or {}).get("name", "model")
     print(f"{path}: {name}: test accuracy {acc:.2%} ({int((pred == labels).sum())}/{labels.size}) "
-          f"in {dt:.2f} s, {threads} thread(s), kernels {K.conv_kernel_name()}")
+          f"in {dt:.2f} s, {threads} thread(s), kernels {B.conv_kernel_name()}")
     return 0

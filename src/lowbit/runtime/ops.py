@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.runtime import float_ops
+from lowbit.runtime import bitconv as B
 from lowbit.runtime import kernels as K
 
 F32 = np.float32
@@ -112,7 +113,7 @@ def pool_words(x: np.ndarray, op: dict, threads: int = 1) -> np.ndarray:
     """OR max-pool of packed words (no padding), the compiled loop called directly."""
     (kh, kw), (sh, sw) = op["kernel"], op.get("stride") or op["kernel"]
     if K._kernels is None or K.default_path() == "ref":
-        return K.binary_maxpool2d(x, (kh, kw), (sh, sw), 0, threads)
+        return B.binary_maxpool2d(x, (kh, kw), (sh, sw), 0, threads)
     n, h, w, cw = x.shape
     out = np.empty((n, (h - kh) // sh + 1, (w - kw) // sw + 1, cw), np.uint64)
     K._kernels.binary_maxpool2d(np.ascontiguousarray(x), out, [kh, kw, sh, sw, 0, 0], threads)
@@ -199,24 +200,24 @@ class QLayer:
         w = mf.sections[op["weight"]] if self.kind != "float" else None
         fd = self.flat_dense
         if self.kind == "binary":
-            self.pw = (K.prepare_binary_dense(w[:, 0, 0], self.c, **lay) if fd else
-                       K.prepare_binary_conv2d(w, self.c, correction=corr, **lay))
+            self.pw = (B.prepare_binary_dense(w[:, 0, 0], self.c, **lay) if fd else
+                       B.prepare_binary_conv2d(w, self.c, correction=corr, **lay))
         elif self.kind == "ternary":
-            self.pw = (K.prepare_ternary_dense(w[0][:, 0, 0], w[1][:, 0, 0], self.c, **lay) if fd
-                       else K.prepare_ternary_conv2d(w[0], w[1], self.c, correction=corr, **lay))
+            self.pw = (B.prepare_ternary_dense(w[0][:, 0, 0], w[1][:, 0, 0], self.c, **lay) if fd
+                       else B.prepare_ternary_conv2d(w[0], w[1], self.c, correction=corr, **lay))
         elif self.kind == "planes-binary":
-            self.pw = (K.prepare_bitplane_dense(w[:, 0, 0], self.c, **lay) if fd else
-                       K.prepare_bitplane_conv2d(w, self.c, **lay))
+            self.pw = (B.prepare_bitplane_dense(w[:, 0, 0], self.c, **lay) if fd else
+                       B.prepare_bitplane_conv2d(w, self.c, **lay))
         elif self.kind == "planes-planes":
             e = mf.entries[op["weight"]]
             self.step, self.offset, wb = int(e["step"]), int(e["offset"]), int(e["bits"])
             ones = _ones_planes((1,) + self.kernel, self.c)
             if fd:
-                self.pw = K.prepare_bitplane_dense(w[:, 0, 0], self.c, wb, **lay)
-                self.pw_ones = K.prepare_bitplane_dense(ones[:, 0, 0], self.c, **lay)
+                self.pw = B.prepare_bitplane_dense(w[:, 0, 0], self.c, wb, **lay)
+                self.pw_ones = B.prepare_bitplane_dense(ones[:, 0, 0], self.c, **lay)
             else:
-                self.pw = K.prepare_bitplane_conv2d(w, self.c, wb, **lay)
-                self.pw_ones = K.prepare_bitplane_conv2d(ones, self.c, **lay)
+                self.pw = B.prepare_bitplane_conv2d(w, self.c, wb, **lay)
+                self.pw_ones = B.prepare_bitplane_conv2d(ones, self.c, **lay)
         else:
             lv = tensor(op["weight"])                       # (OC, KH, KW, C) levels or float
             self.w_float = np.ascontiguousarray(
@@ -260,7 +261,7 @@ class QLayer:
             if self.kind.startswith("planes"):
                 lv = self._levels(x).astype(np.uint8)
                 lv = lv if lv.ndim == 2 else np.ascontiguousarray(lv.transpose(0, 2, 3, 1))
-                return K.pack_bitplanes(lv, self.a_bits, threads), kfac
+                return B.pack_bitplanes(lv, self.a_bits, threads), kfac
             v = x
         if isinstance(v, Bits):
             words = v.words
@@ -275,7 +276,7 @@ class QLayer:
     def _direct(self, pw, xq, out: str, threads: int) -> np.ndarray:
         """The compiled driver called without the public entry points' per-call argument checks
         (~40 us each; the operands here come from bitpack / the previous kernel and the weights
-        were checked once by prepare_*).  Same call as kernels._run."""
+        were checked once by prepare_*).  Same call as bitconv._run."""
         x5 = xq[:, None, None, None, :] if xq.ndim == 2 else (
             xq[:, None, None] if xq.ndim == 3 else (xq[:, :, :, None, :] if xq.ndim == 4 else xq))
         x5 = np.ascontiguousarray(x5)
@@ -286,7 +287,7 @@ class QLayer:
         stage = {"int32": 0, "bits": 1}[out]
         res = np.empty((n, oh, ow, pw.oc if stage == 0 else K.ref.words_for(pw.oc)),
                        np.int32 if stage == 0 else np.uint64)
-        kind = 4 if pw.variant.startswith("masked-") else K._KIND_CODE[pw.kind]
+        kind = 4 if pw.variant.startswith("masked-") else B._KIND_CODE[pw.kind]
         pad_value = self.pad_value if pw.kind in ("binary", "ternary") else 0
         tap_sums = pw.tap_sums
         if pw.kind in ("binary", "ternary") and (pad_value == -1 or (ph == 0 and pwd == 0)):
@@ -310,12 +311,12 @@ class QLayer:
         if not self.flat_dense:
             kw.update(stride=self.stride, padding=self.padding)
         if self.kind == "binary":
-            return (K.binary_dense(xq, self.pw, **kw) if self.flat_dense else
-                    K.binary_conv2d(xq, self.pw, pad_value=self.pad_value, **kw))
+            return (B.binary_dense(xq, self.pw, **kw) if self.flat_dense else
+                    B.binary_conv2d(xq, self.pw, pad_value=self.pad_value, **kw))
         if self.kind == "ternary":
-            return (K.ternary_dense(xq, self.pw, **kw) if self.flat_dense else
-                    K.ternary_conv2d(xq, self.pw, pad_value=self.pad_value, **kw))
-        fn = K.bitplane_dense if self.flat_dense else K.bitplane_conv2d
+            return (B.ternary_dense(xq, self.pw, **kw) if self.flat_dense else
+                    B.ternary_conv2d(xq, self.pw, pad_value=self.pad_value, **kw))
+        fn = B.bitplane_dense if self.flat_dense else B.bitplane_conv2d
         if self.kind == "planes-binary":
             return fn(xq, self.pw, **kw)
         a1 = fn(xq, self.pw, out="int32", **{k: v for k, v in kw.items() if k != "out"})
