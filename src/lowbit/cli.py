@@ -28,14 +28,23 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-portable", action="store_true", help="skip the portable-path rows")
     p.set_defaults(func=_bench_kernels)
 
-    p = bsub.add_parser("model", help="whole-model latency: lowbit runtime vs the same "
-                                      "architecture in PyTorch fp32 eager, 1 thread")
+    p = bsub.add_parser("model", help="whole-model latency / throughput / size / accuracy: "
+                                      "lowbit runtime vs PyTorch fp32, ORT fp32, ORT int8 of "
+                                      "the same architecture, interleaved")
     p.add_argument("file", metavar="FILE", help="a lowbit model file (lowbit export)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON here")
-    p.add_argument("--repeats", type=int, default=11, help="interleaved blocks (median)")
-    p.add_argument("--inner", type=int, default=20, help="consecutive calls per block")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,2,4,8,16,32,64,128,256")
+    p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
+    p.add_argument("--json", metavar="PATH", help="write {meta, records, ...} here")
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--inner", type=int, default=20, help=argparse.SUPPRESS)
+    p.add_argument("--data", default=None, help="fashion-mnist or a folder of IDX files: "
+                   "also measure test accuracy")
+    p.add_argument("--rss", action="store_true", help="peak RSS of each system (subprocesses)")
+    p.add_argument("--checkpoint", default=None, help="trained weights for the baselines' "
+                   "float model (their accuracy is reported only for a float model)")
+    p.add_argument("--calib", type=int, default=64, help="calibration images for ORT int8")
+    p.add_argument("--systems", default="torch-fp32,ort-fp32,ort-int8",
+                   help="baselines to run beside lowbit")
     p.set_defaults(func=_bench_model)
 
     _add_baselines(bsub)
@@ -59,8 +68,9 @@ def _bench_bgemm(args: argparse.Namespace) -> int:
 
 def _bench_model(args: argparse.Namespace) -> int:
     from lowbit.bench.model import main as run
-    return run(args.file, batch=args.batch, json_path=args.json, repeats=args.repeats,
-               inner=args.inner, threads=args.threads)
+    return run(args.file, args.batch, args.json, args.repeats, args.inner, args.threads,
+               data=args.data, rss=args.rss, checkpoint=args.checkpoint, calib=args.calib,
+               systems=tuple(s for s in args.systems.split(",") if s.strip()))
 
 
 def _add_runtime(sub: argparse._SubParsersAction) -> None:
@@ -138,7 +148,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="CHECKPOINT|MODEL_NAME")
     p.set_defaults(func=_summary)
 
-    p = sub.add_parser("demo", help="the main job end to end (for now: float LeNet-5, 1 epoch)")
+    p = sub.add_parser("demo", help="the main job end to end: train float / binary / "
+                                    "Deep-Compression LeNet-5, run them in the runtime, "
+                                    "benchmark against PyTorch and ONNX Runtime, write a report")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-size", type=int, default=20000, help="training images (subset)")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--no-compress", action="store_true", help="leave out Deep Compression")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (1000 images, 1 epoch)")
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None)
@@ -190,7 +207,9 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from lowbit.demo import main as run
-    return run(out=args.out, device=args.device, threads=args.threads, data=args.data)
+    return run(out=args.out, epochs=args.epochs, device=args.device, threads=args.threads,
+               data=args.data, train_size=args.train_size, repeats=args.repeats,
+               compress=not args.no_compress, quick=args.quick)
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
@@ -239,12 +258,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                                       "latency vs batch, size, per-layer time) from bench JSON")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="JSON files or folders of them")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--results-md", metavar="MD", default=None,
+                   help="also regenerate the marked section of this Markdown file "
+                        "(e.g. docs/results.md) from the same JSON")
     p.set_defaults(func=_report)
 
 
 def _report(args: argparse.Namespace) -> int:
     from lowbit.bench.report import main as run
-    return run(args.runs, args.out)
+    return run(args.runs, args.out, args.results_md)
 
 
 def _bench_baselines(args: argparse.Namespace) -> int:

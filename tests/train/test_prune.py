@@ -147,3 +147,21 @@ def test_distill_wrapper_trains_only_the_student():
     assert all(p.grad is None for p in teacher.parameters())
     w.alpha = 0.0
     assert torch.equal(w.loss(out, y), nn.functional.cross_entropy(out, y))
+
+
+def test_gradual_pruning_rises_inside_one_run():
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    seen = []
+
+    def train():
+        for i in range(12):
+            _step(model, opt, i)  # calls every post_step, the schedule's included
+            seen.append(float((model.fc.weight == 0).float().mean()))
+    achieved = prune.gradual_prune(model, {"fc": 0.9}, train, end=10, every=2)
+    assert seen[0] == 0.0 and seen[1] > 0.3 and seen[9] == pytest.approx(0.9, abs=0.01)
+    assert all(a <= b + 1e-9 for a, b in zip(seen, seen[1:]))
+    assert achieved["fc"] == pytest.approx(0.9, abs=0.01)
+    assert not hasattr(model, "_gradual_pruning") and "_gradual_pruning" not in dict(
+        model.named_modules())

@@ -127,21 +127,221 @@ def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads
     return res
 
 
-def main(path: str, batch: int = 1, json_path: str | None = None, repeats: int = 11,
-         inner: int = 20, threads: int = 1) -> int:
+def _ints(v) -> list[int]:
+    if isinstance(v, int):
+        return [v]
+    if isinstance(v, (list, tuple)):
+        return [int(x) for x in v]
+    return [int(x) for x in str(v).split(",") if x.strip()]
+
+
+def _is_quantized(model) -> bool:
+    from lowbit.train import layers
+    return any(isinstance(m, (layers.QuantConv2d, layers.QuantLinear)) for m in model.modules())
+
+
+def lowbit_runner(path: str, threads: int = 1):
+    """The lowbit runtime as a :class:`lowbit.bench.baselines.Runner` (float32 normalised
+    input, like the baselines: ``Runtime.logits`` skips its uint8 table for float input)."""
+    import os
+
+    from lowbit.bench.baselines import Runner
+    from lowbit.runtime.graph import Runtime
+    rt = Runtime(path, threads)
+    wb = sum(rt.weight_bytes().values()) + sum(a.nbytes for a in rt._float.values()) \
+        + sum(a.nbytes for v in rt._bn.values() for a in v)
+    return Runner("lowbit", rt.logits, threads, {"file": str(path),
+                                                 "file_bytes": os.path.getsize(path),
+                                                 "weight_bytes": int(wb),
+                                                 "kernel": bitconv.conv_kernel_name(),
+                                                 "runtime": rt})
+
+
+def runtime_accuracy(path: str, root: str | None = None, threads: int = 1) -> dict:
+    """Test accuracy through the runtime -- the code path of ``lowbit run FILE``
+    (``Runtime(path, threads).predict`` on the uint8 test images)."""
+    from lowbit.data import load as load_data
+    from lowbit.runtime.graph import Runtime
+    images, labels = load_data("test", root)
+    pred = Runtime(path, threads).predict(images)
+    return {"acc": float((pred == labels).mean()), "test_images": int(labels.size)}
+
+
+def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup: int = 3,
+                data: str | None = None, rss: bool = False, checkpoint: str | None = None,
+                calib: int = 64, systems=("torch-fp32", "ort-fp32", "ort-int8"),
+                profile: bool = True, progress: bool = True, seed: int = 0,
+                method: str | None = None) -> dict:
+    """``{"meta", "records"}``: the lowbit runtime on ``path`` and the baselines of the same
+    architecture's float twin, interleaved by :func:`lowbit.bench.measure.sweep`; records in
+    the schema of :mod:`lowbit.bench.report` (``method`` = the model name).  ``data``: a data
+    root (or "fashion-mnist" for the default search): adds ``acc`` (lowbit: through the
+    runtime, like ``lowbit run``; baselines only when the twin *is* the model, i.e. a float
+    model with trained weights from ``checkpoint``)."""
+    import platform
+    import tempfile
+
+    import onnxruntime
+    import torch
+
+    from lowbit import codec
+    from lowbit.bench import baselines as BL
+    from lowbit.bench import measure as M
+    from lowbit.data.normalization import Normalization
+
+    mf = codec.load(path)
+    graph, meta = mf.graph, mf.meta
+    spec = meta.get("model") if isinstance(meta.get("model"), dict) else None
+    shape = tuple(graph.get("input", {}).get("shape", [1, 28, 28]))
+    norm_d = graph.get("input", {}).get("normalization")
+    norm = Normalization.from_dict(norm_d, f"{path}: input normalization") if norm_d else None
+    root = None if data in (None, "fashion-mnist") else data
+    torch.manual_seed(seed)
+    trained = False
+    if checkpoint:
+        from lowbit.train.checkpoint import load_model
+        model, cmeta = load_model(checkpoint)
+        spec = spec or cmeta.get("model")
+        trained = True
+    elif spec:
+        from lowbit.train.checkpoint import build_model
+        model = build_model(spec["name"], **(spec.get("kwargs") or {})).eval()
+    else:
+        model = float_twin(graph, shape)          # architecture from the graph alone
+    method = method or (spec or {}).get("name") or Path(path).stem
+    twin = BL.float_twin(model)
+    ops_lowbit = M.op_counts(model, (1,) + shape) if spec or checkpoint else M.op_counts(twin, (1,) + shape)
+    ops_twin = M.op_counts(twin, (1,) + shape)
+    want_acc = data is not None
+    if norm is None:
+        from lowbit.data import load as load_data
+        norm = Normalization.from_images(load_data("train", root)[0])
+    calib_x = BL.calibration_images(calib, root, seed, norm) if "ort-int8" in systems else None
+    from lowbit.data import load as load_data
+    test_x, test_y = load_data("test", root) if want_acc else (None, None)
+    rng = np.random.default_rng(seed)
+    bench_x = norm.apply(test_x[:256]) if want_acc else \
+        norm.apply(rng.integers(0, 256, (256,) + shape[1:], dtype=np.uint8))
+    bench_x = np.ascontiguousarray(bench_x.reshape((len(bench_x),) + shape), np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache: dict[int, list] = {}
+
+        def make(t):
+            cache[t] = [lowbit_runner(path, t)] + list(BL.make_baselines(model, tmp, calib_x, t,
+                                                                         systems))
+            return cache[t]
+        records = M.sweep(make, bench_x, _ints(batches), _ints(threads), repeats=repeats,
+                          warmup=warmup, method=method, progress=progress)
+        first = cache[_ints(threads)[0]]
+        extra: dict[str, dict] = {}
+        ref = first[1].run(bench_x[:64]) if len(first) > 1 else None
+        for r in first:
+            e = {k: r.info[k] for k in ("file_bytes", "weight_bytes") if k in r.info}
+            e.update(ops_lowbit if r.name == "lowbit" else ops_twin)
+            if r.name == "lowbit":
+                e["kernel"] = r.info["kernel"]
+                if profile:
+                    e["layers"] = r.info["runtime"].profile_ops(bench_x[:1], calls=10)
+                if want_acc:
+                    e.update(runtime_accuracy(path, root, r.threads))
+            else:
+                if ref is not None:
+                    e["argmax_agreement_vs_torch"] = float(
+                        (r.run(bench_x[:64]).argmax(1) == ref.argmax(1)).mean())
+                if want_acc and trained and not _is_quantized(model):
+                    pred = np.concatenate([r.run(norm.apply(test_x[i:i + 500]).reshape(
+                        (-1,) + shape)).argmax(1) for i in range(0, len(test_y), 500)])
+                    e["acc"] = float((pred == test_y).mean())
+            if rss:
+                p = r.info.get("file")
+                if r.name == "torch-fp32":
+                    p = str(Path(tmp) / "twin.pt")
+                    torch.save(twin, p)
+                imports, setup = M.rss_snippets(r.name, p, r.threads)
+                e.update(M.peak_rss(setup, imports, batch_shape=(1,) + shape))
+            extra[r.name] = e
+    for rec in records:
+        e = extra.get(rec["system"], {})
+        # size/ops/acc on every record; the (long) layer profile on the first only
+        rec.update({k: v for k, v in e.items() if k != "layers"})
+    for rec in records:
+        if rec["system"] == "lowbit" and "layers" in extra.get("lowbit", {}):
+            rec["layers"] = extra["lowbit"]["layers"]
+            break
+    info = {"cpu": cpu_name(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(), "kernel": bitconv.conv_kernel_name(),
+            "file": str(path), "model": method, "vnni": BL.has_vnni(),
+            "weights": "trained (checkpoint)" if trained else "random (speed only)",
+            "command": "lowbit " + " ".join(sys.argv[1:]) if sys.argv else ""}
+    return {"meta": info, "records": records}
+
+
+def summary_line(records: list[dict]) -> dict:
+    """lowbit_ms / torch_ms / speedup (p50) at the first batch and thread count measured."""
+    b0, t0 = records[0]["batch"], records[0]["threads"]
+    at = {r["system"]: r for r in records if r["batch"] == b0 and r["threads"] == t0}
+    out = {"batch": b0, "threads": t0}
+    if "lowbit" in at:
+        out["lowbit_ms"] = at["lowbit"]["latency_ms"]["p50"]
+        out["lowbit_cpu_ms"] = at["lowbit"]["cpu_ms"]
+    if "torch-fp32" in at:
+        out["torch_ms"] = at["torch-fp32"]["latency_ms"]["p50"]
+        out["torch_cpu_ms"] = at["torch-fp32"]["cpu_ms"]
+    if "lowbit_ms" in out and "torch_ms" in out:
+        out["speedup"] = out["torch_ms"] / out["lowbit_ms"]
+        out["speedup_cpu"] = out["torch_cpu_ms"] / out["lowbit_cpu_ms"]
+    for s in ("ort-fp32", "ort-int8"):
+        if s in at and "lowbit" in at:
+            out[f"speedup_vs_{s.replace('-', '_')}"] = (at[s]["latency_ms"]["p50"]
+                                                        / at["lowbit"]["latency_ms"]["p50"])
+    return out
+
+
+def print_table(records: list[dict], out=sys.stdout) -> None:
+    print(f"{'system':>11} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'img/s':>9} "
+          f"{'cpu ms':>8} {'vs torch':>8} {'acc':>7}", file=out)
+    for rec in records:
+        ref = next((r for r in records if r["system"] == "torch-fp32" and r["batch"] == rec["batch"]
+                    and r["threads"] == rec["threads"] and r["method"] == rec["method"]), None)
+        sp = f"{ref['latency_ms']['p50'] / rec['latency_ms']['p50']:7.2f}x" if ref else "       -"
+        acc = f"{100 * rec['acc']:6.2f}%" if rec.get("acc") is not None else "      -"
+        print(f"{rec['system']:>11} {rec['batch']:5d} {rec['threads']:3d} "
+              f"{rec['latency_ms']['p50']:9.3f} {rec['latency_ms']['p90']:9.3f} "
+              f"{rec['throughput']:9.1f} {rec['cpu_ms']:8.3f} {sp} {acc}", file=out)
+
+
+def main(path: str, batch=1, json_path: str | None = None, repeats: int = 11,
+         inner: int = 20, threads=1, data: str | None = None, rss: bool = False,
+         checkpoint: str | None = None, calib: int = 64, progress: bool = True,
+         systems=("torch-fp32", "ort-fp32", "ort-int8")) -> int:
+    """``lowbit bench model``: the lowbit runtime and the baselines, interleaved (see
+    :func:`sweep_model`); prints a table, writes ``{meta, records, lowbit_ms, torch_ms,
+    speedup, ...}`` (the last: p50 at the first batch / thread count) to ``json_path``.
+    ``inner`` is kept for compatibility (each timed call is one call now)."""
+    from lowbit.codec import FormatError
+    from lowbit.data import DataError
     try:
-        r = bench(path, batch, repeats, inner, threads)
-    except ImportError:
-        print("lowbit bench model: the torch baseline needs torch", file=sys.stderr)
+        res = sweep_model(path, _ints(batch), _ints(threads), repeats=max(1, repeats), data=data,
+                          rss=rss, checkpoint=checkpoint, calib=calib, systems=tuple(systems),
+                          progress=progress, warmup=2 if repeats < 3 else 3)
+    except ImportError as e:
+        print(f"lowbit bench model: the baselines need torch and onnxruntime ({e})",
+              file=sys.stderr)
         return 2
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, FormatError, DataError) as e:
         print(f"lowbit bench model: error: {e}", file=sys.stderr)
         return 2
-    print(f"{path} ({r['model']}), batch {batch}, {threads} thread(s), kernels {r['kernel']}: "
-          f"lowbit {r['lowbit_ms']:.3f} ms, torch fp32 {r['torch_ms']:.3f} ms, speedup "
-          f"{r['speedup']:.2f}x (CPU time: {r['lowbit_cpu_ms']:.3f} vs {r['torch_cpu_ms']:.3f} ms, "
-          f"{r['speedup_cpu']:.2f}x); load average {r['load_average']}")
+    head = summary_line(res["records"])
+    res = {**head, "file": str(path), "model": res["meta"]["model"], "repeats": repeats,
+           "kernel": res["meta"]["kernel"], "cpu": res["meta"]["cpu"],
+           "load_average": _load(), "torch": res["meta"]["torch"], **res}
+    print(f"{path} ({res['model']}), kernels {res['kernel']}, load average {res['load_average']}")
+    print_table(res["records"])
+    if "speedup" in head:
+        print(f"batch {head['batch']}, {head['threads']} thread(s): lowbit {head['lowbit_ms']:.3f} ms, "
+              f"torch fp32 {head['torch_ms']:.3f} ms, speedup {head['speedup']:.2f}x")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(r, indent=2) + "\n")
+        Path(json_path).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        print(f"wrote {json_path}")
     return 0

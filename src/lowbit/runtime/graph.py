@@ -29,6 +29,7 @@ ops only: their tensors are decoded once, at load, to dense float32 and run thro
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -116,13 +117,48 @@ class Runtime:
             x = x[:, None]
         return x
 
-    def logits(self, x, record: dict | None = None) -> np.ndarray:
+    def op_label(self, i: int) -> str:
+        """``"NN name"`` (or ``"NN kind"``) of graph op ``i``: the keys of ``profile``."""
+        op = self.ops[i]
+        return f"{i:02d} {op.get('name') or op['op']}"
+
+    def logits(self, x, record: dict | None = None, profile: dict | None = None) -> np.ndarray:
         """Float32 outputs (N, classes) of uint8 images (N, 28, 28) / (N, 1, 28, 28) (normalised
         with the stored constants) or already-normalised float input.  ``record``: a dict that
-        receives every bitwise layer's integer accumulators (torch layout) -- for tests."""
+        receives every bitwise layer's integer accumulators (torch layout) -- for tests.
+        ``profile``: a dict whose ``op_label(i)`` entries accumulate each op's wall seconds
+        (``"input"``: the normalisation)."""
+        tick = time.perf_counter if profile is not None else None
+        if tick:
+            t0 = tick()
         v = self._input(x)
+        if tick:
+            t1 = tick()
+            profile["input"] = profile.get("input", 0.0) + (t1 - t0)
         t = self.threads
         for i, op in enumerate(self.ops):
+            if tick:
+                t0 = tick()
+                v = self._step(i, op, v, t, record)
+                key = self.op_label(i)
+                profile[key] = profile.get(key, 0.0) + (tick() - t0)
+            else:
+                v = self._step(i, op, v, t, record)
+        return as_float(v, flat=True)
+
+    def profile_ops(self, x, calls: int = 10) -> list[dict]:
+        """Per-op wall time of one ``logits(x)`` call, averaged over ``calls`` calls after one
+        warm-up: ``[{"name", "op", "ms"}]`` (the ``layers`` field of a report record)."""
+        self.logits(x)
+        prof: dict = {}
+        for _ in range(max(1, calls)):
+            self.logits(x, profile=prof)
+        kinds = {self.op_label(i): op["op"] for i, op in enumerate(self.ops)}
+        return [{"name": k, "op": kinds.get(k, "normalize"), "ms": 1e3 * s / max(1, calls)}
+                for k, s in prof.items()]
+
+    def _step(self, i: int, op: dict, v, t: int, record):
+        if True:
             kind = op["op"]
             if kind in ("qconv2d", "qdense"):
                 v = self.layers[op["name"]](v, t, record)
@@ -146,7 +182,7 @@ class Runtime:
                     v = float_ops.flatten(v)
             elif kind == "sign":
                 v = sign_bits(as_float(v), t) if not isinstance(v, Bits) else v
-        return as_float(v, flat=True)
+        return v
 
     def predict(self, x, batch: int = 1000) -> np.ndarray:
         """Class indices (int64) of a batch of images."""

@@ -244,7 +244,11 @@ def export_model(model: nn.Module, path: str | os.PathLike, normalization: dict 
                  meta: dict | None = None) -> int:
     """Write ``model`` as a lowbit model file; returns the file size in bytes."""
     graph, tensors = build_graph(model, normalization)
-    return codec.save(path, graph, tensors, dict(meta or {}))
+    meta = dict(meta or {})
+    spec = getattr(model, "lowbit_spec", None)
+    if "model" not in meta and spec:   # registry name + kwargs: lets benchmarks rebuild it
+        meta["model"] = {"name": spec["name"], "kwargs": dict(spec.get("kwargs") or {})}
+    return codec.save(path, graph, tensors, meta)
 
 
 def export_checkpoint(checkpoint: str, out: str) -> int:

@@ -168,6 +168,54 @@ def iterative_prune(model: nn.Module, targets: Mapping[str, Any], retrain: Calla
     return history
 
 
+class Gradual(nn.Module):
+    """Gradual pruning inside one training run (Zhu & Gupta 2017): every ``every`` optimizer
+    steps until ``end`` the sparsity of each layer rises along ``s_t = s * (1 - (1 - t/end)**3)``
+    (fast at first, slow near the target).  Attach it with ``model.add_module(...)`` (it has no
+    parameters or buffers, so ``state_dict`` is unchanged): ``fit`` then calls its
+    ``post_step`` after every optimizer step.  Remove it after training (``detach``)."""
+
+    def __init__(self, model: nn.Module, targets: Mapping[str, Any], end: int, every: int = 50):
+        super().__init__()
+        if end < 1 or every < 1:
+            raise ValueError(f"gradual pruning: end and every must be >= 1, got {end}, {every}")
+        found = layers(model)
+        self._layers = {n: found[n] for n in targets}  # a plain dict: not submodules
+        self._targets = {n: parse_target(t) for n, t in targets.items()}
+        for n, kw in self._targets.items():
+            if "sparsity" not in kw:
+                raise ValueError(f"gradual pruning: layer {n!r} needs a sparsity, not q*std")
+        self.end, self.every, self.t = int(end), int(every), 0
+
+    def target_at(self, t: int) -> dict[str, float]:
+        f = 1.0 - (1.0 - min(t, self.end) / self.end) ** 3
+        return {n: kw["sparsity"] * f for n, kw in self._targets.items()}
+
+    def post_step(self) -> None:
+        self.t += 1
+        if self.t % self.every == 0 or self.t == self.end:
+            if self.t <= self.end:
+                for n, s in self.target_at(self.t).items():
+                    m = self._layers[n]
+                    old = getattr(m, "weight_mask", None)
+                    apply_mask(m, threshold_mask(m.weight, sparsity=s, mask=old))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - never called
+        return x
+
+
+def gradual_prune(model: nn.Module, targets: Mapping[str, Any], train: Callable[[], Any],
+                  end: int, every: int = 50) -> dict[str, float]:
+    """Run ``train()`` (e.g. ``fit``) with a ``Gradual`` schedule attached, then make sure every
+    layer sits exactly at its target; returns the achieved sparsities."""
+    model.add_module("_gradual_pruning", Gradual(model, targets, end, every))
+    try:
+        train()
+    finally:
+        del model._gradual_pruning
+    return prune(model, targets)
+
+
 def dsd(model: nn.Module, targets: Mapping[str, Any], train_sparse: Callable[[], Any],
         train_dense: Callable[[], Any]) -> dict[str, float]:
     """Dense-Sparse-Dense (Han et al., ICLR 2017) on an already trained dense model: prune to
