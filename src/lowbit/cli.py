@@ -225,8 +225,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index-bits", metavar="SPEC", help="relative-index bits (default: preset; "
                    "5 for LeNets, else conv=8,fc=5)")
     p.add_argument("--huffman", action="store_true", help="write the Huffman-coded file (P+Q+H)")
-    p.add_argument("--prune-steps", type=int, default=3, help="prune->retrain rounds")
-    p.add_argument("--prune-epochs", type=int, default=2, help="retraining epochs per round")
+    p.add_argument("--schedule", default="gradual", choices=["gradual", "iterative"],
+                   help="gradual: one retraining run, sparsity rising every 50 steps to the "
+                        "target at 60%% of it; iterative: --prune-steps prune->retrain rounds")
+    p.add_argument("--prune-steps", type=int, default=3, help="iterative: prune->retrain rounds")
+    p.add_argument("--prune-epochs", type=int, default=6,
+                   help="retraining epochs (gradual: in all; iterative: per round)")
     p.add_argument("--share-epochs", type=int, default=3, help="centroid fine-tuning epochs")
     p.add_argument("--lr-prune", type=float, default=1e-3)
     p.add_argument("--lr-share", type=float, default=1e-4)
@@ -245,7 +249,8 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
 def _compress(args: argparse.Namespace) -> int:
     from lowbit.train.compress import main as run
     return run(args.checkpoint, args.out, args.json, prune=args.prune, bits=args.bits,
-               index_bits=args.index_bits, huffman=args.huffman, prune_steps=args.prune_steps,
+               index_bits=args.index_bits, huffman=args.huffman, schedule=args.schedule,
+               prune_steps=args.prune_steps,
                prune_epochs=args.prune_epochs, share_epochs=args.share_epochs,
                lr_prune=args.lr_prune, lr_share=args.lr_share, init=args.init,
                codebook_dtype=args.codebook_dtype, bias_dtype=args.bias_dtype,

@@ -129,26 +129,6 @@ def test_sensitivity_table_and_plot(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_distill_wrapper_trains_only_the_student():
-    from lowbit.train.distill import Distill
-    torch.manual_seed(0)
-    student, teacher = Net(), Net()
-    prune.prune(student, {"fc": 0.8})
-    w = Distill(student, teacher, alpha=0.5, temperature=2.0)
-    assert {n for n, _ in w.named_parameters()} == {f"student.{n}" for n, _ in
-                                                    student.named_parameters()}
-    assert [m for m in w.modules() if callable(getattr(m, "post_step", None))] == [student.fc]
-    x, y = _batch(0)
-    w.train()
-    out = w(x)
-    loss = w.loss(out, y)
-    assert loss > nn.functional.cross_entropy(out, y) * 0.5
-    loss.backward()
-    assert all(p.grad is None for p in teacher.parameters())
-    w.alpha = 0.0
-    assert torch.equal(w.loss(out, y), nn.functional.cross_entropy(out, y))
-
-
 def test_gradual_pruning_rises_inside_one_run():
     torch.manual_seed(0)
     model = Net()

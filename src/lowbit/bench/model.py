@@ -1,14 +1,16 @@
-"""``lowbit bench model FILE --batch 1 --json PATH``: whole-model latency of the runtime vs the
-same architecture in PyTorch fp32 eager, 1 thread.
+"""``lowbit bench model FILE [--data fashion-mnist] --batch 1,2,4,...,256 --threads 1,2 --json PATH``:
+the lowbit runtime on a model file and, in the same interleaved rounds
+(:func:`lowbit.bench.measure.sweep`), the baselines of the same architecture's float model
+(:mod:`lowbit.bench.baselines`: PyTorch fp32 eager, ONNX Runtime fp32, ORT int8 static QDQ).
 
-The torch baseline is the model file's float twin built from its graph: every quantized layer
-becomes ``nn.Conv2d`` / ``nn.Linear`` of the same shape, folded sign(BatchNorm) stages become
-``BatchNorm`` + ``Hardtanh`` (BNN's float activation), pools stay where they are; random
-weights (speed does not depend on values), eval mode, ``torch.inference_mode``, NCHW.
-lowbit: ``Runtime(FILE, threads=1).logits`` on uint8 images (normalisation included).
-
-Timing: warm-up, then repeats of the two interleaved (ABBA), each repeat the mean of
-``--inner`` consecutive calls (default 20); medians of wall time and of thread CPU time (robust to a busy machine).
+The architecture comes from the file's ``meta["model"]`` (registry name + kwargs, written by
+``lowbit.train.export.export_model``) rebuilt with ``lowbit.train.checkpoint.build_model``;
+files without it fall back to :func:`float_twin` of the graph.  All systems get the same
+normalised float32 batch.  Records follow :mod:`lowbit.bench.report` (``method`` = the model
+name for every system) with file / weight bytes, MACs / BOPs, a per-op time profile of the
+runtime (``layers``), optional peak RSS (``--rss``) and, with ``--data``, test accuracy (lowbit:
+``Runtime.predict``, the code path of ``lowbit run``).  The JSON also keeps the old top-level
+``lowbit_ms`` / ``torch_ms`` / ``speedup`` (p50 at the first batch and thread count).
 """
 from __future__ import annotations
 

@@ -158,30 +158,29 @@ class Runtime:
                 for k, s in prof.items()]
 
     def _step(self, i: int, op: dict, v, t: int, record):
-        if True:
-            kind = op["op"]
-            if kind in ("qconv2d", "qdense"):
-                v = self.layers[op["name"]](v, t, record)
-            elif kind == "conv2d":
-                w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
-                v = conv2d_float(as_float(v), w, b, _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
-            elif kind == "dense":
-                w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
-                v = float_ops.dense(as_float(v, flat=True), w, b)
-            elif kind == "batchnorm":
-                if i in self._bn_sign:
-                    v = threshold_bits(as_float(v), *self._bn_sign[i], t)
-                else:
-                    v = batchnorm(as_float(v), *self._bn[i], op["eps"])
-            elif kind == "maxpool2d":
-                v = maxpool(v, op, t)
-            elif kind == "relu":
-                v = float_ops.relu(as_float(v))
-            elif kind == "flatten":
-                if not isinstance(v, Bits):
-                    v = float_ops.flatten(v)
-            elif kind == "sign":
-                v = sign_bits(as_float(v), t) if not isinstance(v, Bits) else v
+        kind = op["op"]
+        if kind in ("qconv2d", "qdense"):
+            v = self.layers[op["name"]](v, t, record)
+        elif kind == "conv2d":
+            w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
+            v = conv2d_float(as_float(v), w, b, _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
+        elif kind == "dense":
+            w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
+            v = float_ops.dense(as_float(v, flat=True), w, b)
+        elif kind == "batchnorm":
+            if i in self._bn_sign:
+                v = threshold_bits(as_float(v), *self._bn_sign[i], t)
+            else:
+                v = batchnorm(as_float(v), *self._bn[i], op["eps"])
+        elif kind == "maxpool2d":
+            v = maxpool(v, op, t)
+        elif kind == "relu":
+            v = float_ops.relu(as_float(v))
+        elif kind == "flatten":
+            if not isinstance(v, Bits):
+                v = float_ops.flatten(v)
+        elif kind == "sign":
+            v = sign_bits(as_float(v), t) if not isinstance(v, Bits) else v
         return v
 
     def predict(self, x, batch: int = 1000) -> np.ndarray:

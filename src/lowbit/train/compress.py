@@ -1,7 +1,8 @@
 """``lowbit compress``: the Deep Compression pipeline on a float checkpoint.
 
-1. prune (``lowbit.train.prune``): iterative magnitude pruning with rising thresholds, each
-   step followed by retraining with masks;
+1. prune (``lowbit.train.prune``): magnitude pruning with masks and rising thresholds, either
+   gradual (one retraining run, masks tightened every 50 steps; default) or iterative
+   (prune -> retrain rounds);
 2. quantize (``lowbit.train.share``): per-layer k-means weight sharing, then centroid
    fine-tuning;
 3. encode (``lowbit.codec``): relative sparse index + codebook indices, fixed-width or Huffman,
@@ -50,8 +51,11 @@ class Options:
     bits: str | None = None            # weight bits per layer (0 = no sharing); None = preset
     index_bits: str | None = None      # relative-index bits per layer; None = preset
     huffman: bool = False              # write the P+Q+H encoding (else P+Q)
-    prune_steps: int = 3
-    prune_epochs: int = 2              # retraining epochs after each pruning step
+    schedule: str = "gradual"          # gradual: one run, sparsity rising every 50 steps;
+                                       # iterative: prune_steps x (prune, retrain)
+    prune_steps: int = 3               # iterative only
+    prune_epochs: int = 6              # gradual: the whole run; iterative: per step
+    gradual_end: float = 0.6           # gradual: targets reached at this fraction of the run
     share_epochs: int = 3              # centroid fine-tuning epochs
     lr_prune: float = 1e-3
     lr_share: float = 1e-4
@@ -241,13 +245,22 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
             optimizer="adam", schedule="cosine", weight_decay=0.0, seed=seed, device="cpu",
             normalization=norm, progress=opts.progress)
 
-    # ---- P: iterative pruning
+    # ---- P: pruning with retraining
     t0 = time.perf_counter()
     prune_targets = {n: t for n, t in targets.items() if t not in ("0", "0.0")}
-    hist = prune.iterative_prune(
-        model, prune_targets,
-        lambda i: retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1 + i),
-        steps=opts.prune_steps, progress=lambda m: _log(opts, m))
+    if opts.schedule == "gradual":
+        steps = opts.prune_epochs * -(-len(train[1]) // opts.batch_size)
+        _log(opts, f"gradual pruning over {opts.prune_epochs} epochs to {prune_targets}")
+        hist = [prune.gradual_prune(
+            model, prune_targets, lambda: retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1),
+            end=max(1, int(opts.gradual_end * steps)), every=50)]
+    elif opts.schedule == "iterative":
+        hist = prune.iterative_prune(
+            model, prune_targets,
+            lambda i: retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1 + i),
+            steps=opts.prune_steps, progress=lambda m: _log(opts, m))
+    else:
+        raise ValueError(f"schedule: expected 'gradual' or 'iterative', got {opts.schedule!r}")
     acc_pruned = acc(model)
     times["prune"] = time.perf_counter() - t0
     _log(opts, f"pruned: test accuracy {acc_pruned:.2%}")
