@@ -119,8 +119,7 @@ def test_results_md_section_is_regenerated(tmp_path):
     assert "2.000 / 3.000" not in second and "hand-written text" in second
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("LOWBIT_SLOW_TESTS"),
-                    reason="~2 min: set LOWBIT_SLOW_TESTS=1")
+@pytest.mark.slow
 def test_demo_quick(tmp_path):
     _data_or_skip()
     from lowbit.demo import main as demo

@@ -1,8 +1,9 @@
 """Accuracy of a model file from the file alone (``lowbit eval FILE``); no torch.
 
-The file's tensors are decoded to dense float32 (Deep-Compression files: codebook + sparse
-index + Huffman -> the exact fine-tuned shared weights) and its float graph runs in numpy
-(``lowbit.runtime.float_ops``).
+Runs the file through the same executor as ``lowbit run`` (``lowbit.runtime.graph.Runtime``):
+binary / ternary / k-bit layers on the bitwise kernels; float layers in numpy; Deep-Compression
+files decoded to dense float32 at load (codebook + sparse index + Huffman -> the exact
+fine-tuned shared weights).
 """
 from __future__ import annotations
 
@@ -10,22 +11,20 @@ import sys
 from typing import Any
 
 
-from lowbit.runtime.float_ops import predict
-
 
 def evaluate_file(path: str, split: str = "test", root: str | None = None,
                   batch: int = 500) -> dict[str, Any]:
     """``{"accuracy", "n", "predictions", ...}`` of model file ``path`` on a Fashion-MNIST
     split (``root`` as in ``lowbit.data.find_root``)."""
-    from lowbit.codec import load
     from lowbit.data import load as load_data
-    mf = load(path)
+    from lowbit.runtime.graph import Runtime
+    rt = Runtime(path)
     images, labels = load_data(split, root)
-    pred = predict(mf, images, batch)
+    pred = rt.predict(images, batch)
     return {"path": str(path), "split": split, "n": int(labels.size),
             "correct": int((pred == labels).sum()),
             "accuracy": float((pred == labels).mean()), "predictions": pred,
-            "model": mf.meta.get("model")}
+            "model": rt.meta.get("model")}
 
 
 def eval_command(path: str, root: str | None = None) -> int:
@@ -38,7 +37,7 @@ def eval_command(path: str, root: str | None = None) -> int:
         print(f"lowbit eval: error: {e}", file=sys.stderr)
         return 2
     name = (r["model"] or {}).get("name", "model") if isinstance(r["model"], dict) else "model"
-    print(f"{path}: {name} (model file, numpy float runtime): test accuracy "
+    print(f"{path}: {name} (model file, lowbit runtime): test accuracy "
           f"{r['accuracy']:.2%} ({r['correct']}/{r['n']})")
     return 0
 
