@@ -1,4 +1,5 @@
 """Container: round trip, atomic write, and refusal of every corruption / truncation."""
+import json
 import os
 import struct
 import subprocess
@@ -69,11 +70,12 @@ def test_error_names_file_and_section(tmp_path):
     container.save(path, header, sections)
     h = container.read_header(path)
     raw = bytearray(path.read_bytes())
-    _, s = container.load(path)
-    # corrupt the payload of section "idx"
-    doc_off = next(e for e in __import__("json").loads(
-        raw[64:64 + struct.unpack_from("<Q", raw, 24)[0]])["sections"] if e["name"] == "idx")
-    raw[doc_off["offset"] + 3] ^= 1
+    flags, hlen = struct.unpack_from("<I", raw, 12)[0], struct.unpack_from("<Q", raw, 24)[0]
+    text = bytes(raw[64:64 + hlen])
+    doc = json.loads(zlib.decompress(text) if flags & 1 else text)
+    base = 64 + hlen + (-hlen) % 64
+    idx = next(e for e in doc["sections"] if e["name"] == "idx")
+    raw[base + idx["offset"] + 3] ^= 1
     path.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match=r"m\.lbm.*section 'idx'.*CRC32"):
         container.load(path)
@@ -109,3 +111,15 @@ def test_bad_input_to_save(tmp_path):
 def test_codec_does_not_import_torch():
     code = "import sys, lowbit.codec, lowbit.codec.model; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("meta_size", [0, 3000])
+def test_header_deflated_only_when_smaller(meta_size):
+    header = {"notes": "abc " * (meta_size // 4)}
+    blob = container.encode(header, {"a": np.arange(3, dtype=np.int16)})
+    flags = struct.unpack_from("<I", blob, 12)[0]
+    assert flags == (1 if meta_size else 0)
+    h, s = container.decode(blob)
+    assert h == header and s["a"].tolist() == [0, 1, 2]
+    if meta_size:
+        assert len(blob) < meta_size // 2

@@ -37,6 +37,8 @@ RUNS = [
     ("xnor-lenet5", "xnor-lenet5", {}, "XNOR-Net, blocks B-A-C-P", "1-1-32"),
     ("xnor-lenet5-cbap", "xnor-lenet5", {"order": "CBAP"}, "XNOR-Net, blocks C-B-A-P", "1-1-32"),
     ("bnn-lenet5", "bnn-lenet5", {}, "BNN LeNet-5", "1-1-32"),
+    ("bnn-lenet5-bitplane", "bnn-lenet5", {"first_layer": "bitplane"},
+     "BNN LeNet-5, 8-bit bit-plane first layer (Algorithm 4)", "1-1-32 (first layer 1-8)"),
     ("bnn-mlp", "bnn-mlp", {}, "BNN MLP 784-3x1024-10", "1-1-32"),
     ("bnn-vgg-small", "bnn-vgg-small", {}, "BNN VGG-small (conv-heavy)", "1-1-32",
      {"train_size": 10000, "epochs": 1}),
