@@ -219,7 +219,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="the model file to write")
     p.add_argument("--json", metavar="REPORT", help="write the report (ratios, accuracies) here")
     p.add_argument("--prune", metavar="SPEC", help="sparsity per layer: 0.9 | fc1=0.92,conv=0.5 "
-                   "| 1.5std (threshold q*std); default: the model's paper preset")
+                   "| 1.5std (threshold q*std); default: the model's preset (lowbit.train.compress)")
     p.add_argument("--bits", metavar="SPEC", help="weight-sharing bits: 5 | conv=8,fc=5 | fc1=6 "
                    "(0 = no sharing); default: preset")
     p.add_argument("--index-bits", metavar="SPEC", help="relative-index bits (default: preset; "
@@ -229,15 +229,18 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                    help="gradual: one retraining run, sparsity rising every 50 steps to the "
                         "target at 60%% of it; iterative: --prune-steps prune->retrain rounds")
     p.add_argument("--prune-steps", type=int, default=3, help="iterative: prune->retrain rounds")
-    p.add_argument("--prune-epochs", type=int, default=6,
-                   help="retraining epochs (gradual: in all; iterative: per round)")
-    p.add_argument("--share-epochs", type=int, default=3, help="centroid fine-tuning epochs")
+    p.add_argument("--prune-epochs", type=int, default=None,
+                   help="retraining epochs (gradual: in all; iterative: per round); default: preset")
+    p.add_argument("--share-epochs", type=int, default=None,
+                   help="centroid fine-tuning epochs; default: preset")
     p.add_argument("--lr-prune", type=float, default=1e-3)
     p.add_argument("--lr-share", type=float, default=1e-4)
     p.add_argument("--init", default="linear", choices=["linear", "random", "density"],
                    help="k-means initialisation")
-    p.add_argument("--codebook-dtype", default="f4", choices=["f4", "f2"])
-    p.add_argument("--bias-dtype", default="f4", choices=["f4", "f2"])
+    p.add_argument("--codebook-dtype", default=None, choices=["f4", "f2"],
+                   help="codebook storage; default: preset")
+    p.add_argument("--bias-dtype", default=None, choices=["f4", "f2"],
+                   help="bias storage; default: preset")
     p.add_argument("--sensitivity", metavar="DIR", help="also write a per-layer pruning "
                    "sensitivity table + PNG here")
     p.add_argument("--seed", type=int, default=0)

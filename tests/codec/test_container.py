@@ -45,6 +45,9 @@ def test_round_trip_bit_exact(tmp_path):
     assert container.is_container(path) and not container.is_container(tmp_path / "nope")
     assert container.encode(header, sections) == path.read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["m.lbm"]  # no temp file left behind
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_every_single_byte_flip_and_truncation_is_refused():

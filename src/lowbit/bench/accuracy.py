@@ -36,6 +36,10 @@ RUNS = [
     ("dorefa-4-4-32", "dorefa-lenet5", {"bits": "4,4,32"}, "DoReFa-Net", "4-4-32"),
     ("xnor-lenet5", "xnor-lenet5", {}, "XNOR-Net, blocks B-A-C-P", "1-1-32"),
     ("xnor-lenet5-cbap", "xnor-lenet5", {"order": "CBAP"}, "XNOR-Net, blocks C-B-A-P", "1-1-32"),
+    ("xnor-lenet5-s1", "xnor-lenet5", {}, "XNOR-Net, blocks B-A-C-P, seed 1", "1-1-32",
+     {"seed": 1}),
+    ("xnor-lenet5-cbap-s1", "xnor-lenet5", {"order": "CBAP"}, "XNOR-Net, blocks C-B-A-P, seed 1",
+     "1-1-32", {"seed": 1}),
     ("bnn-lenet5", "bnn-lenet5", {}, "BNN LeNet-5", "1-1-32"),
     ("bnn-lenet5-bitplane", "bnn-lenet5", {"first_layer": "bitplane"},
      "BNN LeNet-5, 8-bit bit-plane first layer (Algorithm 4)", "1-1-32 (first layer 1-8)"),
@@ -46,7 +50,7 @@ RUNS = [
 
 
 def run(label: str, name: str, kwargs: dict, out: Path, threads: int | None, epochs=None,
-        train_size: int | None = None, force: bool = False) -> dict:
+        train_size: int | None = None, force: bool = False, seed: int = 0) -> dict:
     """Train one entry (or return its stored result) and return the result dict."""
     from lowbit.data import load, subset, train_val_split
     from lowbit.train.loop import evaluate, fit
@@ -60,7 +64,7 @@ def run(label: str, name: str, kwargs: dict, out: Path, threads: int | None, epo
         tr = subset(*tr, train_size, seed=0)
     test_x, test_y = load("test")
     t0 = time.perf_counter()
-    result = fit(name, tr, va, kwargs=kwargs, epochs=epochs, threads=threads,
+    result = fit(name, tr, va, kwargs=kwargs, epochs=epochs, threads=threads, seed=seed,
                  out_dir=out / label, overwrite=True, device="cpu")
     wall = time.perf_counter() - t0
     acc = evaluate(result.model, test_x, test_y)
@@ -70,7 +74,7 @@ def run(label: str, name: str, kwargs: dict, out: Path, threads: int | None, epo
             "train_size": len(tr[1]), "packed_bytes": s.packed_bytes, "bytes_fp32": s.bytes_fp32,
             "bops": sum(r.extra.get("BOPs", 0) for r in s.rows),
             "float_macs": sum(r.extra.get("float MACs", r.macs) for r in s.rows),
-            "config": result.config, "history": result.history,
+            "seed": seed, "config": result.config, "history": result.history,
             "checkpoint": str(result.checkpoint), "threads": threads}
     res_file.write_text(json.dumps(info, indent=1, default=str) + "\n")
     print(f"{label}: test {acc:.2%}  {info['epochs']} epochs  {wall:.0f} s", file=sys.stderr)
@@ -153,7 +157,8 @@ def run_all(a: argparse.Namespace) -> int:
         if only is None or label in only:
             results[label] = run(label, name, kwargs, outdir, a.threads,
                                  a.epochs or over.get("epochs"),
-                                 a.train_size or over.get("train_size"), a.force)
+                                 a.train_size or over.get("train_size"), a.force,
+                                 over.get("seed", 0))
         elif (outdir / label / "result.json").exists():
             results[label] = json.loads((outdir / label / "result.json").read_text())
     notes = Path(a.notes).read_text() if a.notes and Path(a.notes).exists() else ""

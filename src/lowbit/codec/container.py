@@ -148,6 +148,7 @@ def save(path: str | os.PathLike, header: Mapping[str, Any], sections: Mapping[s
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
@@ -168,6 +169,12 @@ def save(path: str | os.PathLike, header: Mapping[str, Any], sections: Mapping[s
     except OSError:
         pass
     return len(blob)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_container(path: str | os.PathLike) -> bool:
