@@ -145,3 +145,15 @@ def test_gradual_pruning_rises_inside_one_run():
     assert achieved["fc"] == pytest.approx(0.9, abs=0.01)
     assert not hasattr(model, "_gradual_pruning") and "_gradual_pruning" not in dict(
         model.named_modules())
+
+
+def test_zero_optimizer_state_clears_pruned_moments():
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _step(model, opt, 0)
+    prune.prune(model, {"fc": 0.5})
+    prune.zero_optimizer_state(opt, model)
+    mask = model.fc.weight_mask
+    for v in ("exp_avg", "exp_avg_sq"):
+        assert torch.all(opt.state[model.fc.weight][v][~mask] == 0)

@@ -138,7 +138,8 @@ def encode_stage(state: Mapping[str, np.ndarray], layer_names: list[str],
                  codebooks: Mapping[str, np.ndarray], index_bits: Mapping[str, int],
                  huffman: bool, codebook_dtype: str = "f4", bias_dtype: str = "f4"
                  ) -> dict[str, codec.Tensor]:
-    """Model-file tensors for one stage: pruned layers as "dc", everything else raw."""
+    """Model-file tensors for one stage: pruned layers' weights as "dc", their biases raw
+    float32 or float16, everything else raw as it is."""
     tensors: dict[str, codec.Tensor] = {}
     for key, arr in state.items():
         layer = key[:-len(".weight")] if key.endswith(".weight") else None
@@ -148,7 +149,7 @@ def encode_stage(state: Mapping[str, np.ndarray], layer_names: list[str],
                 arr, codebook=book, index_bits=int(index_bits[layer]), huffman_index=huffman,
                 huffman_values=huffman and book is not None,
                 value_dtype=codebook_dtype if book is not None else "f4")
-        elif arr.dtype.kind == "f" and bias_dtype == "f2":
+        elif bias_dtype == "f2" and key.endswith(".bias") and key[:-5] in layer_names:
             tensors[key] = codec.model.raw(arr.astype(np.float16))
         else:
             tensors[key] = codec.model.raw(arr)

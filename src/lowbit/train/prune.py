@@ -20,7 +20,6 @@ from __future__ import annotations
 import types
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -229,16 +228,6 @@ def dsd(model: nn.Module, targets: Mapping[str, Any], train_sparse: Callable[[],
     return achieved
 
 
-def sparsity_table(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Per-layer weights, zeros and kept fraction (zeros counted in the weights)."""
-    out = {}
-    for name, m in layers(model).items():
-        w = m.weight.detach()
-        nz = int((w != 0).sum())
-        out[name] = {"weights": w.numel(), "kept": nz, "kept_frac": nz / max(1, w.numel())}
-    return out
-
-
 DEFAULT_SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
 
 
@@ -304,6 +293,3 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> 
             if isinstance(v, torch.Tensor) and v.shape == mask.shape:
                 v.mul_(mask)
 
-
-def as_numpy_masks(model: nn.Module) -> dict[str, np.ndarray]:
-    return {n: t.cpu().numpy() for n, t in masks(model).items()}
