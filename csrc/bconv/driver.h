@@ -24,6 +24,15 @@
 // an item: for each K block, the chunk's A panels are gathered + packed once, then for each
 // block of B panels (L2-sized for word kernels, L1-sized for nlut) every A panel runs the
 // micro-kernel against it.
+//
+// Resident vs micro layout of B.  Word kernels read the resident packed weights directly.
+// The nlut kernel keeps its weights resident at 1 bit per weight (byte-transposed bits,
+// nlut_avx2.h) and reads a 2-bit nibble layout: its XKernel row has an expand_b function,
+// and for each (item, K block, B block) the block's panels [b0, b1) x words [k0, k0 + kn)
+// are expanded from the resident weights into a per-thread L1-sized scratch (GotoBLAS-style
+// packing of B per cache block) before the A panels of the chunk run against it.  bstride /
+// packed_b_words describe the resident layout; the block size (per_block) and the scratch the
+// micro layout (xb_bytes_per_word).
 #pragma once
 
 #include <algorithm>
@@ -52,8 +61,12 @@ enum class Format { Words, Nlut, Masked };
 
 // rows (MR, kn) row-major words -> the micro-kernel's A panel.
 using PackAFn = void (*)(const uint64_t* rows, int64_t kn, int mr_full, uint64_t* dst);
-// src (N, W) words -> the micro-kernel's B panels (ceil(N/NR) panels of W words each).
+// src (N, W) words -> the resident B panels (ceil(N/NR) panels of W words each).
 using PackBFn = void (*)(const uint64_t* src, int64_t N, int64_t W, int nr, uint64_t* dst);
+// Resident B (panel b0, word k0; src_stride words between panels) -> `panels` micro-kernel
+// panels of kn words, contiguous (kn * xb_bytes_per_word bytes apart).
+using ExpandBFn = void (*)(const uint64_t* src, int64_t src_stride, int64_t panels, int64_t kn,
+                           uint64_t* dst);
 
 struct XKernel {
   const char* path;     // "portable", "avx2", "avx512"
@@ -61,13 +74,20 @@ struct XKernel {
   Format format;
   int mr, nr;
   int64_t kc_max;             // K words per block
-  int64_t b_block_bytes;      // packed B bytes per cache block (L2 for words, L1 for nlut)
+  int64_t b_block_bytes;      // micro-layout B bytes per cache block (L2 for words, L1 for nlut)
   int64_t a_bytes_per_word;   // packed A bytes per K word per panel
-  int64_t b_bytes_per_word;   // packed B bytes per K word per panel
+  int64_t b_bytes_per_word;   // resident packed B bytes per K word per panel
   bgemm_detail::MicroFn micro;
   PackAFn pack_a;
   PackBFn pack_b;
+  ExpandBFn expand_b = nullptr;   // null: the micro-kernel reads the resident layout
+  int64_t xb_bytes_per_word = 0;  // micro-layout B bytes per K word per panel (expand_b only)
 };
+
+// Micro-layout B bytes per K word per panel (what a cache block of B holds).
+inline int64_t micro_b_bytes_per_word(const XKernel& k) {
+  return k.expand_b ? k.xb_bytes_per_word : k.b_bytes_per_word;
+}
 
 // Word layouts (bgemm's): A panel (kn, MR), B panels (W, NR).
 inline void pack_a_words(const uint64_t* rows, int64_t kn, int mr_full, uint64_t* dst) {
@@ -96,7 +116,8 @@ inline const XKernel kXKernels[] = {
      &micro_masked_portable<2, 2>, &pack_a_words, &pack_b_masked},
 #if LOWBIT_X86_PATHS
     {"avx2", "nlut-2x64", Format::Nlut, kNlutP, kNlutNR, 24, kL1BlockBytes, kNlutABytesPerWord,
-     kNlutBBytesPerWord, &micro_avx2_nlut, &pack_a_nlut_fn, &pack_b_nlut_fn},
+     kNlutBResidentBytesPerWord, &micro_avx2_nlut, &pack_a_nlut_fn, &pack_b_nlut_fn,
+     &expand_b_nlut, kNlutBBytesPerWord},
     {"avx2", "popcnt-2x4", Format::Words, 2, 4, 512, kL2BlockBytes, 2 * 8, 4 * 8,
      &bgemm_detail::micro_avx2_popcnt<2, 4>, &pack_a_words, &pack_b_words},
     {"avx512", "vpopcntq-6x32", Format::Words, 6, 32, 256, kL2BlockBytes, 6 * 8, 32 * 8,
@@ -119,7 +140,7 @@ inline const XKernel* find_xkernel(const std::string& path, const std::string& v
   return nullptr;
 }
 
-// Words of packed B for N columns of W words.
+// Words of resident packed B for N columns of W words.
 inline int64_t packed_b_words(const XKernel& kern, int64_t N, int64_t W) {
   const int64_t np = (N + kern.nr - 1) / kern.nr;
   return np * W * kern.b_bytes_per_word / 8;
@@ -161,7 +182,7 @@ struct Plan {
   int64_t nchunks;
   int64_t col_range;         // columns per item (multiple of col_align, or all N)
   int64_t nranges;
-  int64_t counts_bytes, apack_bytes, rows_bytes, slot_bytes;
+  int64_t counts_bytes, apack_bytes, rows_bytes, bexp_bytes, slot_bytes;
 };
 
 // row_group: chunk_rows is a multiple of it (bit-plane rows of one pixel stay together).
@@ -173,7 +194,7 @@ inline Plan make_plan(const XKernel& kern, int64_t M, int64_t N, int64_t W, int 
   const int64_t kc_max = std::max<int64_t>(1, kern.kc_max);
   p.kblocks = std::max<int64_t>(1, (W + kc_max - 1) / kc_max);
   p.kc = std::max<int64_t>(1, (W + p.kblocks - 1) / p.kblocks);
-  p.per_block = std::max<int64_t>(1, kern.b_block_bytes / (p.kc * kern.b_bytes_per_word));
+  p.per_block = std::max<int64_t>(1, kern.b_block_bytes / (p.kc * micro_b_bytes_per_word(kern)));
   const int64_t np = (N + NR - 1) / NR;
 
   // Column ranges: only when the rows alone cannot feed the threads.
@@ -190,9 +211,11 @@ inline Plan make_plan(const XKernel& kern, int64_t M, int64_t N, int64_t W, int 
       p.nranges = (np * NR + p.col_range - 1) / p.col_range;
     }
   }
-  // Row chunks: counts (rows x col_range int32) <= 128 KiB and packed A <= 128 KiB, at
-  // least one unit; then enough chunks (about 4 per thread) to balance.
-  const int64_t by_counts = (128 * 1024) / std::max<int64_t>(1, p.col_range * 4);
+  // Row chunks: counts (rows x col_range int32) <= 128 KiB (256 KiB for expand_b kernels:
+  // fewer chunks, fewer expansions of B) and packed A <= 128 KiB, at least one unit; then
+  // enough chunks (about 4 per thread) to balance.
+  const int64_t counts_budget = (kern.expand_b ? 256 : 128) * 1024;
+  const int64_t by_counts = counts_budget / std::max<int64_t>(1, p.col_range * 4);
   const int64_t by_apack = (128 * 1024) / std::max<int64_t>(1, p.kc * kern.a_bytes_per_word / MR);
   int64_t rows = std::max<int64_t>(unit, (std::min(by_counts, by_apack) / unit) * unit);
   if (threads > 1) {
@@ -206,7 +229,9 @@ inline Plan make_plan(const XKernel& kern, int64_t M, int64_t N, int64_t W, int 
   p.counts_bytes = ((p.chunk_rows * p.col_range * 4 + 63) / 64) * 64;
   p.apack_bytes = ((panels * p.kc * kern.a_bytes_per_word + 63) / 64) * 64;
   p.rows_bytes = ((MR * p.kc * 8 + 63) / 64) * 64;
-  p.slot_bytes = p.counts_bytes + p.apack_bytes + p.rows_bytes;
+  // expand_b kernels: one expanded B block (per_block panels x kc words, micro layout).
+  p.bexp_bytes = kern.expand_b ? ((p.per_block * p.kc * kern.xb_bytes_per_word + 63) / 64) * 64 : 0;
+  p.slot_bytes = p.counts_bytes + p.apack_bytes + p.rows_bytes + p.bexp_bytes;
   return p;
 }
 
@@ -228,13 +253,15 @@ void xgemm(const bconv_detail::XKernel& kern, int64_t M, int64_t N, int64_t W,
   const int nslots = static_cast<int>(std::min<int64_t>(std::max(threads, 1), items));
   uint8_t* scratch = call_scratch(plan.slot_bytes * nslots);
   std::atomic<int> next_slot{0};
-  const int64_t bstride = W * kern.b_bytes_per_word / 8;  // words between B panels
+  const int64_t bstride = W * kern.b_bytes_per_word / 8;  // words between resident B panels
 
   parallel_for(items, threads, [&](int64_t i0, int64_t i1) {
     uint8_t* slot = scratch + plan.slot_bytes * next_slot.fetch_add(1);
     auto* counts = reinterpret_cast<int32_t*>(slot);
     auto* apack = reinterpret_cast<uint64_t*>(slot + plan.counts_bytes);
     auto* rowbuf = reinterpret_cast<uint64_t*>(slot + plan.counts_bytes + plan.apack_bytes);
+    auto* bexp = reinterpret_cast<uint64_t*>(slot + plan.counts_bytes + plan.apack_bytes +
+                                             plan.rows_bytes);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t chunk = item / plan.nranges, range = item % plan.nranges;
       const int64_t row0 = chunk * plan.chunk_rows;
@@ -258,9 +285,15 @@ void xgemm(const bconv_detail::XKernel& kern, int64_t M, int64_t N, int64_t W,
           const int64_t b1 = std::min(q1, b0 + plan.per_block);
           const int64_t bcols = std::min(col0 + ncols, b1 * NR) - b0 * NR;
           const uint64_t* bp = bpacked + b0 * bstride + k0 * kern.b_bytes_per_word / 8;
+          int64_t bps = bstride;
+          if (kern.expand_b) {  // resident -> micro layout, this block only (L1 scratch)
+            kern.expand_b(bp, bstride, b1 - b0, kn, bexp);
+            bp = bexp;
+            bps = kn * kern.xb_bytes_per_word / 8;
+          }
           for (int64_t p = 0; p < panels; ++p) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, nrows - p * MR));
-            kern.micro(apack + p * apw, bp, kn, b1 - b0, bstride,
+            kern.micro(apack + p * apw, bp, kn, b1 - b0, bps,
                        counts + p * MR * ldc + (b0 * NR - col0), ldc, mr, bcols, k0 == 0);
           }
         }

@@ -13,9 +13,17 @@
 // returns popcount(a_nib XOR w_nib) for 16 weight nibbles at once (16 output channels).
 //
 // Layouts (K is walked one *byte* of the packed row per step s, s = 0 .. 8*kc-1):
-//   * weights (B), packed once per layer: for each step s and each group g of 16 output
-//     channels, 32 bytes: bytes 0..15 = low nibble of byte s of channels g*16 .. g*16+15,
-//     bytes 16..31 = high nibble of the same bytes (one nibble per byte: 2x the bits);
+//   * weights (B), resident (packed once per layer, 1 bit per weight): "byte-transposed
+//     bits": per panel of 64 output channels, per K word k, per byte j < 8 of the word,
+//     64 bytes = byte j of word k of channels p*64 + 0 .. p*64 + 63 (channels past N: 0),
+//     i.e. 8 * 64 bytes per word per panel (kNlutBResidentBytesPerWord);
+//   * weights (B), micro layout (what the micro-kernel reads): for each step s and each
+//     group g of 16 output channels, 32 bytes: bytes 0..15 = low nibble of byte s of channels
+//     g*16 .. g*16+15, bytes 16..31 = high nibble of the same bytes (one nibble per byte: 2x
+//     the bits).  It is never resident: the driver (driver.h xgemm) expands each L1 block of
+//     B panels x K words into it in a per-thread scratch right before the micro-kernel runs
+//     on the block (expand_b_nlut, GotoBLAS-style packing of B per cache block), so the
+//     expansion (2 bytes written per resident byte) is shared by all rows of a row chunk;
 //   * activations (A), packed per panel of P = 2 rows: per step, per row, the uint16 offset
 //     32 * (byte s of the row) into kNibbleLut;
 //   * kNibbleLut[v] (32 bytes) = {popcount(i XOR (v & 15)) for i < 16,
@@ -34,8 +42,8 @@
 //
 // Measured on the development machine (AMD EPYC Zen 1, 2.2 GHz): a register-only loop of
 // VPSHUFB + VPADDB reaches ~260 binary GMAC/s, the full 2x64 step ~200 GMAC/s from L1,
-// versus ~150 for the popcnt kernel.  The weight panel of one K block is kept in L1 (kc <=
-// 24 words: 24 KiB per 64 channels), the activation stream is 4 bytes per step.  GCC's
+// versus ~150 for the popcnt kernel.  The expanded weight panel of one K block is kept in L1
+// (kc <= 24 words: 24 KiB per 64 channels), the activation stream is 4 bytes per step.  GCC's
 // register allocation of the intrinsics loop costs ~30% (it copies every accumulator once
 // per step), so the native build runs the same loop written in inline assembly; SIMDe test
 // builds (LOWBIT_SIMDE) run the intrinsics twin, which the emulation test checks.
@@ -66,33 +74,55 @@ inline constexpr NibbleLut kNibbleLut{};
 constexpr int kNlutP = 2;             // rows per tile
 constexpr int kNlutG = 4;             // groups of 16 channels per tile
 constexpr int kNlutNR = 16 * kNlutG;  // 64 channels per tile
-// Bytes of packed B per K word per panel of 64 channels: 8 steps x 4 groups x 32 bytes.
+// Bytes of the micro layout of B per K word per panel of 64 channels: 8 steps x 4 groups x
+// 32 bytes (the expanded scratch; 2 bits per weight).
 constexpr int kNlutBBytesPerWord = 8 * kNlutG * 32;
+// Bytes of the resident layout of B per K word per panel: 8 bytes x 64 channels (1 bit per
+// weight).
+constexpr int kNlutBResidentBytesPerWord = 8 * kNlutNR;
 // Bytes of packed A per K word per panel of 2 rows: 8 steps x 2 rows x uint16.
 constexpr int kNlutABytesPerWord = 8 * kNlutP * 2;
 
-// B: src (N, W) words -> dst panels (ceil(N/64), W, 8, 4, 32) bytes.  Portable C++ (weights
-// are packed once per layer).
+// B: src (N, W) words -> dst resident panels (ceil(N/64), W, 8, 64) bytes: dst byte
+// ((p * W + k) * 8 + j) * 64 + c = byte j of word k of channel p*64 + c.  Portable C++
+// (weights are packed once per layer).
 inline void pack_b_nlut(const uint64_t* src, int64_t N, int64_t W, uint64_t* dst_words) {
   auto* dst = reinterpret_cast<uint8_t*>(dst_words);
   const int64_t np = (N + kNlutNR - 1) / kNlutNR;
   for (int64_t p = 0; p < np; ++p)
     for (int64_t k = 0; k < W; ++k) {
-      uint8_t* d = dst + (p * W + k) * kNlutBBytesPerWord;
+      uint8_t* d = dst + (p * W + k) * kNlutBResidentBytesPerWord;
       for (int c = 0; c < kNlutNR; ++c) {
         const int64_t row = p * kNlutNR + c;
         const uint64_t word = row < N ? src[row * W + k] : 0;
-        const int g = c / 16, r = c % 16;
-        for (int j = 0; j < 8; ++j) {
-          const auto byte = static_cast<uint8_t>(word >> (8 * j));
-          d[(j * kNlutG + g) * 32 + r] = byte & 15;
-          d[(j * kNlutG + g) * 32 + 16 + r] = byte >> 4;
-        }
+        for (int j = 0; j < 8; ++j) d[j * kNlutNR + c] = static_cast<uint8_t>(word >> (8 * j));
       }
     }
 }
 
 #if LOWBIT_X86_PATHS
+// Resident B -> micro layout for one cache block: src = panel b0, word k0 of the resident
+// layout, src_stride words between resident panels; dst = `panels` micro panels of kn words
+// each (kn * kNlutBBytesPerWord bytes apart, contiguous).  Per 16 resident bytes (byte j of
+// one word of a group of 16 channels): one 128-bit broadcast load [x | x], a variable shift
+// by [0 | 4] bits per 32-bit lane, AND 0x0f -> [low nibbles | high nibbles], one 32-byte
+// store: no cross-lane shuffle.  The intrinsics also build under SIMDe (LOWBIT_SIMDE).
+LOWBIT_TARGET_AVX2 inline void expand_b_nlut(const uint64_t* src, int64_t src_stride,
+                                             int64_t panels, int64_t kn, uint64_t* dst) {
+  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (int64_t q = 0; q < panels; ++q) {
+    const auto* s = reinterpret_cast<const __m128i*>(src + q * src_stride);
+    auto* d = reinterpret_cast<__m256i*>(dst) + q * kn * (kNlutBBytesPerWord / 32);
+    // 32 resident 16-byte groups per word (8 bytes j x 4 channel groups g) map in order to
+    // 32 micro 32-byte vectors (step j, group g): the same index i = j * 4 + g.
+    for (int64_t i = 0; i < kn * 32; ++i) {
+      const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128(s + i));
+      _mm256_storeu_si256(d + i, _mm256_and_si256(_mm256_srlv_epi32(x, shift), low4));
+    }
+  }
+}
+
 // A: rows (2, kn) words (row-major, row i at rows + i*kn) -> dst (8*kn, 2) uint16 offsets.
 LOWBIT_TARGET_AVX2 inline void pack_a_nlut(const uint64_t* rows, int64_t kn, uint64_t* dst_words) {
   auto* dst = reinterpret_cast<__m256i*>(dst_words);
@@ -187,7 +217,8 @@ LOWBIT_TARGET_AVX2 static inline void nlut_steps(const uint16_t* a, const uint8_
 }
 
 // MicroFn contract (bgemm/micro.h), with this file's layouts: ap = (8*kc, 2) uint16, bp =
-// panels of (8*kc, 4, 32) bytes, bstride words apart.  kc counts 64-bit K words.  No alignment
+// panels of the micro layout (8*kc, 4, 32) bytes, bstride words apart (the expanded scratch
+// of expand_b_nlut, not the resident weights).  kc counts 64-bit K words.  No alignment
 // is required of ap / bp (packed weights may live in a numpy array).
 LOWBIT_TARGET_AVX2 inline void micro_avx2_nlut(const uint64_t* __restrict ap,
                                                const uint64_t* __restrict bp, int64_t kc,

@@ -47,9 +47,9 @@ def test_compress_pipeline_end_to_end(tmp_path, fashion, capsys):
     # the reported accuracy is the file's own, and `lowbit eval FILE` runs from the file alone
     from lowbit.data import subset
     from lowbit.runtime.evaluate import evaluate_file
-    from lowbit.runtime.float_ops import predict
+    from lowbit.runtime import Runtime
     tx, ty = subset(*load("test"), 2000, seed=0)
-    assert float((predict(mf, tx) == ty).mean()) == saved["acc_compressed"]
+    assert float((Runtime(out).predict(tx) == ty).mean()) == saved["acc_compressed"]
     assert cli(["eval", str(out)]) == 0
     line = capsys.readouterr().out
     assert f"{evaluate_file(str(out))['accuracy']:.2%}" in line and "test accuracy" in line

@@ -52,10 +52,18 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
 
 
 def maxpool2d(x: np.ndarray, kernel: Any = 2, stride: Any = None) -> np.ndarray:
+    """Max over each window, as a running ``np.maximum`` of one strided slice per tap (works
+    on the NHWC view, so an NCHW view of NHWC memory stays NHWC)."""
     kh, kw = _pair(kernel)
     sh, sw = _pair(stride if stride is not None else kernel)
-    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    return win.max(axis=(4, 5))
+    xh = x.transpose(0, 2, 3, 1)
+    oh, ow = (xh.shape[1] - kh) // sh + 1, (xh.shape[2] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = xh[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+            out = np.array(tap) if out is None else np.maximum(out, tap, out=out)
+    return out.transpose(0, 3, 1, 2)
 
 
 def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:

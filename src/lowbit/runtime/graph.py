@@ -36,8 +36,9 @@ import numpy as np
 from lowbit import codec
 from lowbit.runtime import float_ops
 from lowbit.runtime import bitconv as B
+from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
-from lowbit.runtime.ops import (Bits, conv2d_float, QLayer, as_float, batchnorm, fold_float_threshold, maxpool,
+from lowbit.runtime.ops import (Bits, conv2d_float, conv_matrix, QLayer, as_float, batchnorm, fold_float_threshold, maxpool,
                                 sign_bits, threshold_bits)
 
 __all__ = ["Runtime"]
@@ -75,6 +76,7 @@ class Runtime:
         self._bn: dict[int, tuple] = {}
         self._bn_sign: dict[int, tuple] = {}
         self._float: dict[str, np.ndarray] = {}
+        self._kshape: dict[str, tuple] = {}
         for i, op in enumerate(self.ops):
             kind = op.get("op")
             if kind in ("qconv2d", "qdense"):
@@ -90,7 +92,14 @@ class Runtime:
             elif kind in ("conv2d", "dense"):
                 for k in ("weight", "bias"):
                     if op.get(k) is not None:
-                        self._float[op[k]] = np.asarray(self.mf.tensor(op[k]), np.float32)
+                        t = np.asarray(self.mf.tensor(op[k]), np.float32)
+                        if kind == "conv2d" and k == "weight":
+                            if t.ndim != 4:
+                                raise ValueError(f"{self.path}: graph op {i}: conv2d weight "
+                                                 f"{op[k]!r} has shape {t.shape}, expected OIHW")
+                            self._kshape[op[k]] = t.shape[2:]
+                            t = conv_matrix(t)
+                        self._float[op[k]] = t
             elif kind not in ("maxpool2d", "relu", "flatten", "sign"):
                 raise ValueError(f"{self.path}: graph op {i}: unknown op {kind!r}")
         norm = self.graph.get("input", {}).get("normalization")
@@ -136,15 +145,16 @@ class Runtime:
             t1 = tick()
             profile["input"] = profile.get("input", 0.0) + (t1 - t0)
         t = self.threads
-        for i, op in enumerate(self.ops):
-            if tick:
-                t0 = tick()
-                v = self._step(i, op, v, t, record)
-                key = self.op_label(i)
-                profile[key] = profile.get(key, 0.0) + (tick() - t0)
-            else:
-                v = self._step(i, op, v, t, record)
-        return as_float(v, flat=True)
+        with BlasThreads(t):                # float layers' BLAS uses our threads, no more
+            for i, op in enumerate(self.ops):
+                if tick:
+                    t0 = tick()
+                    v = self._step(i, op, v, t, record)
+                    key = self.op_label(i)
+                    profile[key] = profile.get(key, 0.0) + (tick() - t0)
+                else:
+                    v = self._step(i, op, v, t, record)
+            return as_float(v, flat=True)
 
     def profile_ops(self, x, calls: int = 10) -> list[dict]:
         """Per-op wall time of one ``logits(x)`` call, averaged over ``calls`` calls after one
@@ -163,7 +173,8 @@ class Runtime:
             v = self.layers[op["name"]](v, t, record)
         elif kind == "conv2d":
             w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
-            v = conv2d_float(as_float(v), w, b, _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
+            v = conv2d_float(as_float(v), w, self._kshape[op["weight"]], b,
+                             _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
         elif kind == "dense":
             w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
             v = float_ops.dense(as_float(v, flat=True), w, b)

@@ -126,25 +126,36 @@ def maxpool(v, op: dict, threads: int = 1):
     return float_ops.maxpool2d(v, op.get("kernel", 2), op.get("stride"))
 
 
-def conv2d_float(x: np.ndarray, w: np.ndarray, b=None, stride=(1, 1), padding=(0, 0),
-                 pad_value: float = 0.0) -> np.ndarray:
-    """NCHW float conv (im2col by slicing + one BLAS product; cheaper set-up than
-    float_ops.conv2d for the small first layers).  w: OIHW."""
-    (sh, sw), (ph, pw) = stride, padding
+def conv_matrix(w: np.ndarray) -> np.ndarray:
+    """OIHW float weights -> the (KH*KW*C, O) operand of ``conv2d_float``, laid out once."""
+    w = np.asarray(w, F32)
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+
+
+def conv2d_float(x: np.ndarray, wmat: np.ndarray, kernel, b=None, stride=(1, 1),
+                 padding=(0, 0), pad_value: float = 0.0) -> np.ndarray:
+    """NCHW float conv as one BLAS product over NHWC im2col columns.
+
+    ``wmat``: ``conv_matrix(w)``, rows ordered (kh, kw, c).  ``x`` may be the NCHW view of NHWC
+    memory this function returns, so a chain of float convs never transposes data: the
+    columns are gathered from the NHWC view with one strided copy per tap.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xh = x.transpose(0, 2, 3, 1)                                   # (N, H, W, C) view
+    n, h, wd, c = xh.shape
     if ph or pw:
-        xp = np.full(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), pad_value, F32)
-        xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
-        x = xp
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+        xp = np.full((n, h + 2 * ph, wd + 2 * pw, c), pad_value, F32)
+        xp[:, ph:ph + h, pw:pw + wd] = xh
+        xh, h, wd = xp, h + 2 * ph, wd + 2 * pw
     oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
-    taps = [x[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
-            for i in range(kh) for j in range(kw)]                   # each (N, C, OH, OW)
-    cols = np.stack(taps, axis=-1).transpose(0, 2, 3, 1, 4).reshape(n * oh * ow, c * kh * kw)
-    y = cols @ w.reshape(o, -1).T
+    cols = np.empty((n, oh, ow, kh * kw, c), F32)                  # im2col, NHWC order
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i * kw + j] = xh[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+    y = cols.reshape(n * oh * ow, kh * kw * c) @ wmat               # (N*OH*OW, O)
     if b is not None:
         y += b
-    return y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)     # NCHW view of NHWC memory
+    return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)         # NCHW view of NHWC memory
 
 
 def _ones_planes(oc_shape, c: int) -> np.ndarray:
@@ -219,9 +230,10 @@ class QLayer:
                 self.pw = B.prepare_bitplane_conv2d(w, self.c, wb, **lay)
                 self.pw_ones = B.prepare_bitplane_conv2d(ones, self.c, **lay)
         else:
-            lv = tensor(op["weight"])                       # (OC, KH, KW, C) levels or float
+            lv = np.asarray(tensor(op["weight"]), F32)      # (OC, KH, KW, C) levels or float
+            # conv: the (KH*KW*C, OC) matrix of conv2d_float; dense: (OC, F)
             self.w_float = np.ascontiguousarray(
-                lv.transpose(0, 3, 1, 2) if self.conv else lv.reshape(lv.shape[0], -1), F32)
+                lv.reshape(lv.shape[0], -1).T if self.conv else lv.reshape(lv.shape[0], -1))
         self.integer_acc = bool(op["integer_acc"])
 
     # -- sizes --------------------------------------------------------------------------------
@@ -326,7 +338,8 @@ class QLayer:
     def _float_acc(self, xq: np.ndarray) -> np.ndarray:
         if not self.conv:
             return float_ops.dense(xq.reshape(xq.shape[0], -1), self.w_float)
-        return conv2d_float(xq, self.w_float, None, self.stride, self.padding, self.pad_value)
+        return conv2d_float(xq, self.w_float, self.kernel, None, self.stride, self.padding,
+                            self.pad_value)
 
     @staticmethod
     def _torch_layout(acc: np.ndarray) -> np.ndarray:

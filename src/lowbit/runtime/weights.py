@@ -47,8 +47,11 @@ class PackedWeights:
     arrays, kept for the 'ref' path only; tap_sums: int32 (OC*KH*KW) sums of each tap's
     weights, the zero / +1 padding correction (empty when prepared with correction=False);
     w_pop: int32 per-channel popcounts (bit-plane and masked ternary kinds).
-    ``nbytes``: the resident bytes: 1 bit per weight for the word layouts (+ the small
-    per-channel tables), 2 bits for avx2 nlut-2x64 (one nibble per byte)."""
+    ``nbytes``: the resident bytes: 1 bit per weight (+ the small per-channel tables) for
+    every kernel: the word layouts, and avx2 nlut-2x64, whose resident layout is the
+    byte-transposed bits (per 64 channels, per K word, per byte: 64 bytes, one per channel);
+    its 2-bit nibble layout exists only per L1 cache block in a per-thread scratch, expanded
+    at call time (csrc/bconv/nlut_avx2.h, driver.h)."""
     kind: str
     oc: int
     kh: int
@@ -74,13 +77,16 @@ class PackedWeights:
 
     @property
     def nbytes(self) -> int:
-        """Resident bytes of the kernel layout (+ the small per-channel tables)."""
+        """Resident bytes of the kernel layout (+ the small per-channel tables): 1 bit per
+        weight on every compiled kernel (avx2 nlut-2x64 included: its nibble layout is
+        expanded per cache block at call time, never kept)."""
         return int(self.packed.nbytes + self.tap_sums.nbytes + self.w_pop.nbytes)
 
 
 # Dense layers (GEMV at batch 1, long K) run the word-panel popcnt kernel on avx2: the nibble
-# look-up layout doubles the weight bytes a batch-1 product streams, and K > 24 words needs
-# K blocks; measured on Zen 1: 1x4096->4096 0.48 ms vs 0.72, 64x4096->4096 7.4 vs 7.8 ms.
+# look-up kernel expands each resident weight byte into two per call (no rows to share that
+# with at batch 1), and K > 24 words needs K blocks; measured on Zen 1 (before the 1-bit
+# resident nlut layout): 1x4096->4096 0.48 ms vs 0.72, 64x4096->4096 7.4 vs 7.8 ms.
 _DENSE_DEFAULT = {"avx2": "popcnt-2x4"}
 
 

@@ -341,8 +341,8 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
         if not np.array_equal(np.asarray(got, dtype=arr.dtype), arr):
             raise AssertionError(f"{out}: tensor {key!r} does not decode to the fine-tuned "
                                  f"shared weights")
-    from lowbit.runtime.float_ops import predict
-    pred = predict(mf, test_x)
+    from lowbit.runtime import Runtime
+    pred = Runtime(out).predict(test_x)            # the file as users run it
     acc_file = float((pred == test_y).mean())
     times["encode_eval"] = time.perf_counter() - t0
     wall = time.perf_counter() - t_start
