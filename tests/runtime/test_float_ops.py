@@ -55,3 +55,44 @@ def test_graph_forward_matches_lenet5_in_torch():
 def test_runtime_float_ops_does_not_import_torch():
     code = "import sys, lowbit.runtime.float_ops; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("n,h,w,c,o,k,s,p", [
+    (1, 28, 28, 1, 20, 5, 1, 0),     # LeNet conv1, one strided window copy
+    (64, 28, 28, 1, 8, 5, 1, 0),     # c = 1 at a large batch: one copy per tap
+    (3, 12, 12, 20, 50, 5, 1, 0),
+    (2, 9, 11, 3, 7, 3, 2, 1),       # stride 2, padding, odd sizes
+    (2, 7, 7, 65, 4, 3, 1, 1),
+    (50, 10, 10, 1, 4, 3, 2, 1),     # c = 1, large batch, stride + padding
+])
+def test_runtime_conv2d_float_matches_reference(n, h, w, c, o, k, s, p):
+    """runtime.ops.conv2d_float (NHWC im2col, both gather paths) == float_ops.conv2d, also
+    on an NCHW view of NHWC memory and with a non-zero pad value."""
+    from lowbit.runtime.ops import conv2d_float, conv_matrix
+    rng = np.random.default_rng(n * 1000 + c)
+    x = rng.normal(size=(n, c, h, w)).astype(np.float32)
+    wt = rng.normal(size=(o, c, k, k)).astype(np.float32)
+    b = rng.normal(size=o).astype(np.float32)
+    want = ops.conv2d(x, wt, b, s, p)
+    got = conv2d_float(x, conv_matrix(wt), (k, k), b, (s, s), (p, p))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    x_nhwc_view = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(
+        conv2d_float(x_nhwc_view, conv_matrix(wt), (k, k), b, (s, s), (p, p)), got)
+    if p:
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-1.0)
+        np.testing.assert_allclose(
+            conv2d_float(x, conv_matrix(wt), (k, k), b, (s, s), (p, p), pad_value=-1.0),
+            ops.conv2d(xp, wt, b, s, 0), rtol=1e-5, atol=1e-4)
+
+
+def test_runtime_maxpool_keeps_layout_and_values():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 9, 8)).astype(np.float32)
+    for k, s in [(2, 2), (3, 2), (2, 1)]:
+        got = ops.maxpool2d(x, k, s)
+        oh, ow = (9 - k) // s + 1, (8 - k) // s + 1
+        want = np.array([[[[x[a, b, i * s:i * s + k, j * s:j * s + k].max() for j in range(ow)]
+                           for i in range(oh)] for b in range(3)] for a in range(2)])
+        np.testing.assert_array_equal(got, want)

@@ -12,6 +12,8 @@ import it).
 """
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 import os
 
@@ -57,6 +59,7 @@ def _missing(path: str) -> list[str]:
     return [name for key, name in _NEEDS.get(path, []) if not feats.get(key, False)]
 
 
+@functools.lru_cache(maxsize=None)     # the build and the CPU do not change in a process
 def _unavailable_reason(path: str) -> str | None:
     """None if `path` runs here, else why not (in words)."""
     if path == "ref":
@@ -170,7 +173,7 @@ def bitpack(x, threads: int = 1, path: str | None = None) -> np.ndarray:
         return ref.bitpack(x)
     k = x.shape[-1]
     lead = x.shape[:-1]
-    rows = int(np.prod(lead, dtype=np.int64))
+    rows = math.prod(lead)
     x2 = _as_native(x).reshape(rows, k)                            # (rows, K)
     out = np.empty((x2.shape[0], ref.words_for(k)), dtype=np.uint64)  # (rows, W) uint64
     if _kernels.bitpack(x2, out, path, threads):
@@ -192,7 +195,7 @@ def unpack(words, k: int, dtype=np.int8, threads: int = 1, path: str | None = No
     if path == "ref":
         return ref.unpack(words, k, dtype)
     lead = words.shape[:-1]
-    w2 = words.reshape(int(np.prod(lead, dtype=np.int64)), words.shape[-1])  # (rows, W) uint64
+    w2 = words.reshape(math.prod(lead), words.shape[-1])  # (rows, W) uint64
     out = np.empty((w2.shape[0], k), dtype=dtype)                  # (rows, k)
     _kernels.unpack(w2, out, path, threads)
     return out.reshape(lead + (k,))

@@ -137,8 +137,10 @@ def conv2d_float(x: np.ndarray, wmat: np.ndarray, kernel, b=None, stride=(1, 1),
     """NCHW float conv as one BLAS product over NHWC im2col columns.
 
     ``wmat``: ``conv_matrix(w)``, rows ordered (kh, kw, c).  ``x`` may be the NCHW view of NHWC
-    memory this function returns, so a chain of float convs never transposes data: the
-    columns are gathered from the NHWC view with one strided copy per tap.
+    memory this function returns, so a chain of float convs never transposes data.  The
+    columns are one strided copy of the windows (window rows of kw*c floats are contiguous
+    in NHWC), or one copy per tap when rows are short and the batch large (c = 1 first
+    layers: numpy copies 5-float runs slowly, measured 3.0 vs 1.8 ms at 64x28x28).
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xh = x.transpose(0, 2, 3, 1)                                   # (N, H, W, C) view
@@ -148,10 +150,21 @@ def conv2d_float(x: np.ndarray, wmat: np.ndarray, kernel, b=None, stride=(1, 1),
         xp[:, ph:ph + h, pw:pw + wd] = xh
         xh, h, wd = xp, h + 2 * ph, wd + 2 * pw
     oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
-    cols = np.empty((n, oh, ow, kh * kw, c), F32)                  # im2col, NHWC order
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i * kw + j] = xh[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+    if kw * c >= 16 or n * oh * ow <= 1024:
+        # one strided copy of the windows; a window row (kw taps x c) is contiguous in NHWC
+        xh = np.ascontiguousarray(xh, dtype=F32)     # the view below reads float32 memory
+        e = xh.itemsize             # strides from the shape (size-1 axes may report any)
+        s2, s1 = c * e, wd * c * e
+        win = np.ndarray((n, oh, ow, kh, kw * c), F32, xh, 0,
+                         (h * s1, s1 * sh, s2 * sw, s1, e))
+        cols = np.ascontiguousarray(win)
+    else:
+        # short window rows (c = 1) at large batch: one strided slice copy per tap is faster
+        cols = np.empty((n, oh, ow, kh * kw, c), F32)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i * kw + j] = xh[:, i:i + (oh - 1) * sh + 1:sh,
+                                               j:j + (ow - 1) * sw + 1:sw]
     y = cols.reshape(n * oh * ow, kh * kw * c) @ wmat               # (N*OH*OW, O)
     if b is not None:
         y += b
