@@ -38,8 +38,9 @@ from lowbit.runtime import float_ops
 from lowbit.runtime import bitconv as B
 from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
-from lowbit.runtime.ops import (Bits, conv2d_float, conv_matrix, QLayer, as_float, batchnorm, fold_float_threshold, maxpool,
-                                sign_bits, threshold_bits)
+from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, conv2d_float,
+                                conv_matrix, fold_float_threshold, maxpool, sign_bits,
+                                threshold_bits)
 
 __all__ = ["Runtime"]
 
@@ -89,6 +90,7 @@ class Runtime:
                                                and nxt.get("in") == "sign"):
                     # float BN feeding a sign: exact float32 thresholds, emits packed bits
                     self._bn_sign[i] = fold_float_threshold(*self._bn[i], op["eps"])
+                self._bn[i] = bn_affine(*self._bn[i], op["eps"])
             elif kind in ("conv2d", "dense"):
                 for k in ("weight", "bias"):
                     if op.get(k) is not None:
@@ -182,7 +184,7 @@ class Runtime:
             if i in self._bn_sign:
                 v = threshold_bits(as_float(v), *self._bn_sign[i], t)
             else:
-                v = batchnorm(as_float(v), *self._bn[i], op["eps"])
+                v = bn_apply(as_float(v), *self._bn[i])
         elif kind == "maxpool2d":
             v = maxpool(v, op, t)
         elif kind == "relu":

@@ -46,14 +46,26 @@ def sign_bits(x: np.ndarray, threads: int = 1) -> Bits:
     return Bits(K.bitpack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), threads), x.shape[1])
 
 
-def batchnorm(x: np.ndarray, gamma, beta, mean, var, eps: float) -> np.ndarray:
-    """torch 2.13 eval BatchNorm bit for bit (lowbit.runtime.ref.bn_eval_fn), channel axis 1."""
+def bn_affine(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float64 (a, b) of torch 2.13's eval BatchNorm: y = f32(f64(x) * a + b),
+    a and b themselves rounded to float32 as torch computes them.  Constant per layer:
+    the runtime computes it once at load."""
     f64 = np.float64
     invstd = (F32(1) / np.sqrt(np.asarray(var, F32) + F32(eps))).astype(F32)
     a = (invstd * np.asarray(gamma, F32)).astype(F32)
     b = (np.asarray(beta, F32).astype(f64) - np.asarray(mean, F32).astype(f64) * a.astype(f64)).astype(F32)
+    return a.astype(f64), b.astype(f64)
+
+
+def bn_apply(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``bn_affine``'s (a, b) applied along axis 1 (NCHW or (N, C))."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return (x.astype(f64) * a.astype(f64).reshape(shape) + b.astype(f64).reshape(shape)).astype(F32)
+    return (x.astype(np.float64) * a.reshape(shape) + b.reshape(shape)).astype(F32)
+
+
+def batchnorm(x: np.ndarray, gamma, beta, mean, var, eps: float) -> np.ndarray:
+    """torch 2.13 eval BatchNorm bit for bit (lowbit.runtime.ref.bn_eval_fn), channel axis 1."""
+    return bn_apply(x, *bn_affine(gamma, beta, mean, var, eps))
 
 
 _INF_KEY = 0x7F800000     # the ordered key of +inf
