@@ -1,10 +1,11 @@
-"""numpy's BLAS thread count, held to the runtime's ``threads`` during a call.
+"""numpy's BLAS thread count, held to what the runtime allows during a call.
 
 OpenBLAS (numpy's wheels) starts one thread per core for every large enough product.  A
 ``Runtime(path, threads=1)`` that let it would use every core for its float layers (first
 layers, classifiers, BWN/TWN, Deep-Compression files) and, on a busy machine, spin those
 threads against the other jobs: the float LeNet-5 conv2 took 2.5 ms instead of 0.44 ms that
-way.  ``BlasThreads`` talks to the BLAS libraries threadpoolctl finds, directly (~10 us a call
+way.  The runtime gives BLAS its ``threads`` for all-float graphs and 1 thread when bitwise
+kernels run (lowbit.runtime.graph).  ``BlasThreads`` talks to the BLAS libraries threadpoolctl finds, directly (~10 us a call
 instead of ~50 us for ``threadpool_limits``), and restores the previous count afterwards.
 """
 from __future__ import annotations

@@ -108,6 +108,12 @@ class Runtime:
         from lowbit.data import Normalization
         self._table = (Normalization.from_dict(norm, f"{self.path}: input normalization").table()
                        if norm else (np.arange(256, dtype=np.float32) / np.float32(255)))
+        # BLAS threads: the kernels' count for all-float graphs; 1 when bitwise kernels run.
+        # Their float layers (first / last) are small, and OpenBLAS workers busy-wait for a
+        # while after each product, taking the core the kernels' own workers need (measured:
+        # binary VGG-small at 2 threads ran slower than at 1 thread that way).
+        self._blas_threads = 1 if any(l.kind != "float" for l in self.layers.values()) \
+            else self.threads
         # packed sections now live in the kernels' layouts: drop the file's copies
         self.mf.sections.clear()
         self.mf._cache.clear()
@@ -147,7 +153,7 @@ class Runtime:
             t1 = tick()
             profile["input"] = profile.get("input", 0.0) + (t1 - t0)
         t = self.threads
-        with BlasThreads(t):                # float layers' BLAS uses our threads, no more
+        with BlasThreads(self._blas_threads):
             for i, op in enumerate(self.ops):
                 if tick:
                     t0 = tick()
