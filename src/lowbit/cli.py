@@ -6,7 +6,12 @@ pay for importing torch, and so that a machine without torch can still use the r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Before torch (OpenMP) loads: idle OpenMP workers sleep instead of spinning ~10 ms after each
+# parallel region, which would take the cores of whatever runs next (benchmarks, the runtime).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:

@@ -55,10 +55,29 @@ def _progress(total: int, desc: str, enabled: bool):
         return _Null()
 
 
+def settle(max_s: float = 0.25, slice_s: float = 0.005) -> float:
+    """Sleep until no thread of this process burns CPU (a 5 ms slice with < 0.5 ms of process
+    CPU time), at most ``max_s``; returns the seconds waited.
+
+    Thread pools spin after a call: ONNX Runtime's intra-op workers for ~50 ms (measured here
+    with 2 threads), libgomp's (torch) ~10 ms unless OMP_WAIT_POLICY=PASSIVE.  Interleaved in
+    one process, the next system would then share its cores with those spinning threads, so
+    multi-thread measurements wait for the previous system to go quiet."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_s:
+        c0 = time.process_time()
+        time.sleep(slice_s)
+        if time.process_time() - c0 < 0.1 * slice_s:
+            break
+    return time.perf_counter() - t0
+
+
 def time_systems(runners: Sequence, x: np.ndarray, repeats: int = 21, warmup: int = 3,
                  progress: bool = True, desc: str = "") -> list[dict]:
     """Interleaved timing of ``runners`` (objects with ``name``, ``run``, ``threads``) on the
-    same batch ``x``; one record per runner (fields: :mod:`lowbit.bench.report`)."""
+    same batch ``x``; one record per runner (fields: :mod:`lowbit.bench.report`).  With more
+    than one thread, each timed call starts after :func:`settle` (no spinning leftovers of
+    the previous system)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     n = len(runners)
@@ -72,6 +91,8 @@ def time_systems(runners: Sequence, x: np.ndarray, repeats: int = 21, warmup: in
         for rep in range(repeats):
             for k in range(n):
                 i = (rep + k) % n          # round robin: each round starts one system later
+                if int(getattr(runners[i], "threads", 1)) > 1:
+                    settle()
                 c0, t0 = time.process_time(), time.perf_counter()
                 runners[i].run(x)
                 wall[i].append(time.perf_counter() - t0)
