@@ -451,7 +451,8 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
 inline void binary_maxpool2d(const uint64_t* x, int64_t n, int64_t h, int64_t w, int64_t cw,
                              int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                              int64_t pw, int64_t oh, int64_t ow, uint64_t* out, int threads) {
-  parallel_for(n * oh, threads, [&](int64_t r0, int64_t r1) {
+  parallel_for(n * oh, threads_for(threads, n * oh * ow * cw * kh * kw, int64_t{1} << 16),
+               [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / oh, y = r % oh;
       for (int64_t xo = 0; xo < ow; ++xo) {

@@ -85,7 +85,8 @@ inline void pack_bitplanes(const uint8_t* x, int64_t rows, int64_t k, int bits, 
                            const std::string& path, int threads) {
   const auto fn = bitplane_detail::find_planes(path);
   const int64_t per_row = bits * ((k + 63) / 64);
-  parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
+  parallel_for(rows, threads_for(threads, rows * k * bits, int64_t{1} << 17),
+               [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) fn(x + r * k, k, bits, out + r * per_row);
   });
 }

@@ -247,6 +247,7 @@ void xgemm(const bconv_detail::XKernel& kern, int64_t M, int64_t N, int64_t W,
            const uint64_t* bpacked, Gather&& gather, Finish&& finish, int threads,
            int64_t row_group = 1, int64_t col_align = 64) {
   using namespace bconv_detail;
+  threads = threads_for(threads, M * N * W, int64_t{1} << 17);  // >= 128 Ki word pairs each
   const Plan plan = make_plan(kern, M, N, W, threads, row_group, col_align);
   const int MR = kern.mr, NR = kern.nr;
   const int64_t items = plan.nchunks * plan.nranges;

@@ -123,7 +123,7 @@ void unpack(const uint64_t* words, int64_t rows, int64_t k, T* out, const std::s
   static_assert(std::is_same_v<T, int8_t> || std::is_same_v<T, float>, "int8 or float out");
   const auto fn = unpack_detail::find_unpack<T>(path);
   const int64_t nw = (k + 63) / 64;
-  parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
+  parallel_for(rows, threads_for(threads, rows * k, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) fn(words + r * nw, k, out + r * k);
   });
 }
