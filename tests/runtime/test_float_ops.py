@@ -68,7 +68,7 @@ def test_runtime_float_ops_does_not_import_torch():
 def test_runtime_conv2d_float_matches_reference(n, h, w, c, o, k, s, p):
     """runtime.ops.conv2d_float (NHWC im2col, both gather paths) == float_ops.conv2d, also
     on an NCHW view of NHWC memory and with a non-zero pad value."""
-    from lowbit.runtime.ops import conv2d_float, conv_matrix
+    from lowbit.runtime.float_ops import conv2d_float, conv_matrix
     rng = np.random.default_rng(n * 1000 + c)
     x = rng.normal(size=(n, c, h, w)).astype(np.float32)
     wt = rng.normal(size=(o, c, k, k)).astype(np.float32)

@@ -38,9 +38,9 @@ from lowbit.runtime import float_ops
 from lowbit.runtime import bitconv as B
 from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
-from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, conv2d_float,
-                                conv_matrix, fold_float_threshold, maxpool, sign_bits,
-                                threshold_bits)
+from lowbit.runtime.float_ops import conv2d_float, conv_matrix
+from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, fold_float_threshold,
+                                maxpool, sign_bits, threshold_bits)
 
 __all__ = ["Runtime"]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowbit.runtime import float_ops
+from lowbit.runtime.float_ops import conv2d_float
 from lowbit.runtime import bitconv as B
 from lowbit.runtime import kernels as K
 
@@ -136,51 +137,6 @@ def maxpool(v, op: dict, threads: int = 1):
     if isinstance(v, Bits):   # max of ±1 = OR of bits
         return Bits(pool_words(v.words, op, threads), v.c)
     return float_ops.maxpool2d(v, op.get("kernel", 2), op.get("stride"))
-
-
-def conv_matrix(w: np.ndarray) -> np.ndarray:
-    """OIHW float weights -> the (KH*KW*C, O) operand of ``conv2d_float``, laid out once."""
-    w = np.asarray(w, F32)
-    return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
-
-
-def conv2d_float(x: np.ndarray, wmat: np.ndarray, kernel, b=None, stride=(1, 1),
-                 padding=(0, 0), pad_value: float = 0.0) -> np.ndarray:
-    """NCHW float conv as one BLAS product over NHWC im2col columns.
-
-    ``wmat``: ``conv_matrix(w)``, rows ordered (kh, kw, c).  ``x`` may be the NCHW view of NHWC
-    memory this function returns, so a chain of float convs never transposes data.  The
-    columns are one strided copy of the windows (window rows of kw*c floats are contiguous
-    in NHWC), or one copy per tap when rows are short and the batch large (c = 1 first
-    layers: numpy copies 5-float runs slowly, measured 3.0 vs 1.8 ms at 64x28x28).
-    """
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    xh = x.transpose(0, 2, 3, 1)                                   # (N, H, W, C) view
-    n, h, wd, c = xh.shape
-    if ph or pw:
-        xp = np.full((n, h + 2 * ph, wd + 2 * pw, c), pad_value, F32)
-        xp[:, ph:ph + h, pw:pw + wd] = xh
-        xh, h, wd = xp, h + 2 * ph, wd + 2 * pw
-    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
-    if kw * c >= 16 or n * oh * ow <= 1024:
-        # one strided copy of the windows; a window row (kw taps x c) is contiguous in NHWC
-        xh = np.ascontiguousarray(xh, dtype=F32)     # the view below reads float32 memory
-        e = xh.itemsize             # strides from the shape (size-1 axes may report any)
-        s2, s1 = c * e, wd * c * e
-        win = np.ndarray((n, oh, ow, kh, kw * c), F32, xh, 0,
-                         (h * s1, s1 * sh, s2 * sw, s1, e))
-        cols = np.ascontiguousarray(win)
-    else:
-        # short window rows (c = 1) at large batch: one strided slice copy per tap is faster
-        cols = np.empty((n, oh, ow, kh * kw, c), F32)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, :, i * kw + j] = xh[:, i:i + (oh - 1) * sh + 1:sh,
-                                               j:j + (ow - 1) * sw + 1:sw]
-    y = cols.reshape(n * oh * ow, kh * kw * c) @ wmat               # (N*OH*OW, O)
-    if b is not None:
-        y += b
-    return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)         # NCHW view of NHWC memory
 
 
 def _ones_planes(oc_shape, c: int) -> np.ndarray:
