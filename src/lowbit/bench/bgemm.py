@@ -17,6 +17,7 @@ being descheduled on a shared machine.  torch is imported here only: it is the b
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -101,6 +102,36 @@ def _load() -> float | None:
         return None
 
 
+def import_torch(prog: str):
+    """torch for the baseline, or None after telling the user how to get it (exit 2)."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{prog}: the torch baseline needs torch (pip install torch==2.13.0)", file=sys.stderr)
+        return None
+    return torch
+
+
+@contextlib.contextmanager
+def torch_threads(torch, n: int = 1):
+    """torch.set_num_threads(n) inside the block, the previous count restored after it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def write_rows(rows: list, json_path: str | None) -> None:
+    """The benchmark's rows as a JSON list at json_path (parents created), if one is given."""
+    if json_path:
+        out = Path(json_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"wrote {out}")
+
+
 def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = None) -> int:
     if repeats < 1:
         print("lowbit bench bgemm: --repeats must be >= 1", file=sys.stderr)
@@ -110,16 +141,10 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
     except (ValueError, kernels.KernelUnavailableError) as exc:
         print(f"lowbit bench bgemm: {exc}", file=sys.stderr)
         return 2
-    try:
-        import torch
-    except ImportError:
-        print("lowbit bench bgemm: the torch baseline needs torch (pip install torch==2.13.0)",
-              file=sys.stderr)
+    torch = import_torch("lowbit bench bgemm")
+    if torch is None:
         return 2
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(torch, 1):
         print(f"cpu: {cpu_name()}; kernel paths here: {', '.join(kernels.available_paths())}; "
               f"torch {torch.__version__}; 1 thread; median of {repeats} interleaved repeats; "
               f"load average {_load()}")
@@ -133,12 +158,5 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
             print(f"{row['shape']:>18} {row['lowbit_ms']:10.3f} {row['torch_ms']:9.3f} "
                   f"{row['speedup']:7.2f}x {row['lowbit_gmacs']:11.1f} {row['torch_gmacs']:12.1f}"
                   f"  {row['kernel']}", flush=True)
-    finally:
-        torch.set_num_threads(old_threads)
-
-    if json_path:
-        out = Path(json_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {out}")
+    write_rows(rows, json_path)
     return 0

@@ -27,15 +27,13 @@ torch is imported here only: it is the baseline.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from lowbit.bench.bgemm import _load, cpu_name
+from lowbit.bench.bgemm import _load, cpu_name, import_torch, torch_threads, write_rows
 from lowbit.runtime import bitconv, kernels, ref
 
 CONV_SHAPES = [(56, 128), (28, 256), (14, 512), (7, 1024)]   # (H = W, C = OC), 3x3, pad 1
@@ -180,17 +178,11 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
     except (ValueError, kernels.KernelUnavailableError) as exc:
         print(f"lowbit bench kernels: {exc}", file=sys.stderr)
         return 2
-    try:
-        import torch
-    except ImportError:
-        print("lowbit bench kernels: the torch baseline needs torch (pip install torch==2.13.0)",
-              file=sys.stderr)
+    torch = import_torch("lowbit bench kernels")
+    if torch is None:
         return 2
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows = []
-    try:
+    with torch_threads(torch, 1):
         peaks = measure_peaks()
         print(f"cpu: {cpu_name()}; kernel paths here: {', '.join(kernels.available_paths())}; "
               f"torch {torch.__version__}; 1 thread; median of {repeats} interleaved repeats; "
@@ -214,12 +206,5 @@ def main(json_path: str | None = None, repeats: int = 7, kernel: str | None = No
                 row = dense_row(item[1], item[2], item[3], item[4], repeats, torch, peaks, variant=var)
             rows.append(row)
             _print_row(row)
-    finally:
-        torch.set_num_threads(old_threads)
-
-    if json_path:
-        out = Path(json_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"wrote {out}")
+    write_rows(rows, json_path)
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lowbit.bench.bgemm import _load, cpu_name
+from lowbit.bench.bgemm import _load, cpu_name, torch_threads
 from lowbit.runtime import bitconv
 
 
@@ -95,9 +95,7 @@ def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads
     shape = rt.graph.get("input", {}).get("shape", [1, 28, 28])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch,) + tuple(shape[1:]), dtype=np.uint8)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(torch, threads):
         torch.manual_seed(0)
         twin = float_twin(rt.graph, shape)
         xt = torch.from_numpy(rt._input(images).copy())
@@ -117,8 +115,6 @@ def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads
                     w, c = _timed(fn, inner)
                     (lw if fn is lcall else tw).append(w)
                     (lc if fn is lcall else tc).append(c)
-    finally:
-        torch.set_num_threads(old)
     med = lambda v: 1000 * statistics.median(v)
     res = {"file": str(path), "model": (rt.meta.get("model") or {}).get("name"),
            "batch": batch, "threads": threads, "repeats": repeats, "inner": inner,
