@@ -20,6 +20,7 @@
 #include "bconv/bitplane.h"
 #include "bconv/calibrate.h"
 #include "bconv/driver.h"
+#include "bconv/maxpool.h"
 #include "bgemm/bgemm.h"
 #include "bitpack/bitpack.h"
 #include "bitpack/unpack.h"

@@ -83,14 +83,14 @@ class Runtime:
             if kind in ("qconv2d", "qdense"):
                 self.layers[op["name"]] = QLayer(op, self.mf, kernel, variant)
             elif kind == "batchnorm":
-                self._bn[i] = tuple(np.asarray(self.mf.tensor(op[k]), np.float32)
-                                    for k in ("gamma", "beta", "mean", "var"))
+                stats = tuple(np.asarray(self.mf.tensor(op[k]), np.float32)
+                              for k in ("gamma", "beta", "mean", "var"))
                 nxt = self.ops[i + 1] if i + 1 < len(self.ops) else {}
                 if nxt.get("op") == "sign" or (nxt.get("op") in ("qconv2d", "qdense")
                                                and nxt.get("in") == "sign"):
                     # float BN feeding a sign: exact float32 thresholds, emits packed bits
-                    self._bn_sign[i] = fold_float_threshold(*self._bn[i], op["eps"])
-                self._bn[i] = bn_affine(*self._bn[i], op["eps"])
+                    self._bn_sign[i] = fold_float_threshold(*stats, op["eps"])
+                self._bn[i] = bn_affine(*stats, op["eps"])
             elif kind in ("conv2d", "dense"):
                 for k in ("weight", "bias"):
                     if op.get(k) is not None:
