@@ -39,11 +39,11 @@ def test_pool_dense_relu_match_torch():
 
 
 def test_graph_forward_matches_lenet5_in_torch():
-    from lowbit.train.graph import graph_of
+    from lowbit.train.export import build_graph
     from lowbit.train.models import lenet5
     torch.manual_seed(0)
     model = lenet5().eval()
-    graph = graph_of(model, (1, 28, 28))
+    graph = build_graph(model, None, (1, 28, 28))[0]
     params = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     x = np.random.default_rng(2).standard_normal((4, 1, 28, 28)).astype(np.float32)
     got = ops.forward(graph, params.__getitem__, x)

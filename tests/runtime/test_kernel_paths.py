@@ -1,4 +1,5 @@
 """Path selection: LOWBIT_KERNEL, unavailable paths, and the torch-free import."""
+import functools
 import subprocess
 import sys
 
@@ -35,6 +36,9 @@ def test_env_unknown_path_is_an_error(monkeypatch):
 def test_unavailable_path_names_what_the_cpu_lacks(monkeypatch):
     """Force avx512 where the CPU lacks it; where it has it, pretend it lacks VPOPCNTDQ."""
     if "avx512" in kernels.available_paths():
+        # a fresh (empty) cache of path availability for this test, the real one restored after
+        monkeypatch.setattr(kernels, "_unavailable_reason",
+                            functools.lru_cache(kernels._unavailable_reason.__wrapped__))
         feats = dict(kernels.cpu_features(), avx512vpopcntdq=False)
         monkeypatch.setattr(kernels, "cpu_features", lambda: feats)
         monkeypatch.setattr(kernels._kernels, "path_available", lambda p: p != "avx512")

@@ -7,16 +7,9 @@ Runs the float graph of a model file, e.g. a Deep-Compression file whose tensors
 dense float32 weights.  Layout is NCHW like torch; results agree with torch's float32 ops to
 rounding (tests/runtime/test_float_ops.py).
 
-Graph schema (``graph`` in a lowbit model file)::
-
-    {"input": {"shape": [C, H, W], "dtype": "uint8",
-               "normalization": {"mean": m, "std": s, "scale": 255.0}},   # optional
-     "ops": [op, ...]}                                                    # applied in order
-
-    {"op": "conv2d", "weight": NAME, "bias": NAME|null, "stride": [sh, sw], "padding": [ph, pw]}
-    {"op": "dense",  "weight": NAME, "bias": NAME|null}        # y = x @ W.T + b, W (out, in)
-    {"op": "maxpool2d", "kernel": [kh, kw], "stride": [sh, sw]}
-    {"op": "relu"}   {"op": "flatten"}                          # flatten keeps the batch axis
+Graph schema: ``lowbit.codec.graph`` (``forward`` runs any version's float ops:
+conv2d, dense, batchnorm, max / average / global pooling, upsample, relu, hardtanh, prelu,
+act_quant, flatten, add, concat).
 
 uint8 images go through the normalisation look-up table of ``lowbit.data.Normalization``
 (``table()[pixel]``), so the float input is bit-identical to what training saw.
@@ -129,44 +122,136 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
+def avgpool2d(x: np.ndarray, kernel: Any, stride: Any = None, padding: Any = 0,
+              count_include_pad: bool = True) -> np.ndarray:
+    """torch AvgPool2d (no ceil_mode) of NCHW x: the window sum over the zero-padded input,
+    divided by the window size (``count_include_pad``) or by its in-bounds part."""
+    (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
+    sh, sw = _pair(stride if stride is not None else kernel)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    total = win.sum(axis=(4, 5), dtype=np.float32)
+    if count_include_pad or not (ph or pw):
+        return (total / np.float32(kh * kw)).astype(np.float32)
+    ones = np.pad(np.ones(x.shape[2:], np.float32), ((ph, ph), (pw, pw)))
+    count = sliding_window_view(ones, (kh, kw))[::sh, ::sw].sum(axis=(2, 3))
+    return (total / count.astype(np.float32)).astype(np.float32)
+
+
+def global_avgpool(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, 1, 1): the mean over H and W."""
+    return x.mean(axis=(2, 3), dtype=np.float32, keepdims=True)
+
+
+def upsample(x: np.ndarray, scale: Any) -> np.ndarray:
+    """Nearest-neighbour upsampling of NCHW x by integer factors."""
+    sh, sw = _pair(scale)
+    return np.repeat(np.repeat(x, sh, axis=2), sw, axis=3)
+
+
+def hardtanh(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(x, np.float32(lo), np.float32(hi)).astype(np.float32, copy=False)
+
+
+def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """x if x > 0 else slope * x; one slope, or one per channel (axis 1)."""
+    a = np.asarray(slope, np.float32)
+    if a.size > 1:
+        a = a.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return np.where(x > 0, x, x * a).astype(np.float32, copy=False)
+
+
+def act_quant(x: np.ndarray, bits: int) -> np.ndarray:
+    """DoReFa's k-bit activation: round(clip(x, 0, 1) (2^k - 1)) / (2^k - 1) (half to even)."""
+    n = np.float32(2 ** int(bits) - 1)
+    return (np.round(np.clip(x, np.float32(0), np.float32(1)) * n) / n).astype(np.float32)
+
+
+def add(*xs: np.ndarray) -> np.ndarray:
+    out = xs[0] + xs[1]
+    for x in xs[2:]:
+        out += x
+    return out
+
+
+def concat(*xs: np.ndarray) -> np.ndarray:
+    return np.concatenate(xs, axis=1)
+
+
 def normalize(images: np.ndarray, graph: Mapping[str, Any]) -> np.ndarray:
-    """uint8 ``(N, H, W)`` / ``(N, C, H, W)`` -> the float32 input of the graph."""
-    spec = graph.get("input", {}) or {}
+    """uint8 ``(N, H, W)`` / ``(N, C, H, W)`` -> the float32 input of the graph (any version):
+    each channel through its look-up table (``lowbit.data.Normalization``)."""
+    from lowbit.codec.graph import parse
+    spec = parse(graph)["inputs"][0]
     images = np.asarray(images)
     if images.dtype != np.uint8:
         return images.astype(np.float32)
     if images.ndim == 3:
         images = images[:, None]
-    norm = spec.get("normalization")
+    return input_tables(spec.get("normalization"), images.shape[1])[
+        np.arange(images.shape[1])[None, :, None, None], images]
+
+
+def input_tables(norm: Mapping[str, Any] | None, channels: int) -> np.ndarray:
+    """float32 (C, 256): the normalised value of every pixel value, per channel (``u8 / 255``
+    without normalization); one channel's statistics apply to every channel."""
     if norm is None:
-        return images.astype(np.float32) / np.float32(255)
+        return np.broadcast_to(np.arange(256, dtype=np.float32) / np.float32(255), (channels, 256))
     from lowbit.data import Normalization
-    return Normalization.from_dict(norm, "graph input normalization").table()[images]
+    n = Normalization.from_dict(dict(norm), "graph input normalization")
+    if hasattr(n, "tables"):
+        t = n.tables() if getattr(n, "channels", 1) > 1 else n.table()[None]
+    else:
+        t = n.table()[None]
+    if t.shape[0] not in (1, channels):
+        raise ValueError(f"graph input normalization: {t.shape[0]} channels, input has {channels}")
+    return np.broadcast_to(t, (channels, 256))
+
+
+_UNARY = {"relu": lambda x, op, get: relu(x),
+          "flatten": lambda x, op, get: flatten(x),
+          "maxpool2d": lambda x, op, get: maxpool2d(x, op.get("kernel", 2), op.get("stride")),
+          "avgpool2d": lambda x, op, get: avgpool2d(x, op["kernel"], op.get("stride"),
+                                                    op.get("padding", 0),
+                                                    op.get("count_include_pad", True)),
+          "global_avgpool": lambda x, op, get: global_avgpool(x),
+          "upsample": lambda x, op, get: upsample(x, op["scale"]),
+          "hardtanh": lambda x, op, get: hardtanh(x, op["min"], op["max"]),
+          "prelu": lambda x, op, get: prelu(x, get(op["weight"])),
+          "act_quant": lambda x, op, get: act_quant(x, op["bits"]),
+          "conv2d": lambda x, op, get: conv2d(x, get(op["weight"]), get(op.get("bias")),
+                                              op.get("stride", 1), op.get("padding", 0)),
+          "dense": lambda x, op, get: dense(x, get(op["weight"]), get(op.get("bias")))}
 
 
 def forward(graph: Mapping[str, Any], tensor: Callable[[str], np.ndarray],
             x: np.ndarray) -> np.ndarray:
-    """Run ``graph["ops"]`` on float32 ``x``; ``tensor(name)`` returns a dense float array."""
+    """Run a float graph (any version; float ops only) on float32 ``x``; ``tensor(name)``
+    returns a dense float array.  The first graph output."""
+    from lowbit.codec.graph import parse
+
     def get(name):
         return None if name is None else np.asarray(tensor(name), dtype=np.float32)
 
-    x = np.asarray(x, dtype=np.float32)
-    for i, op in enumerate(graph["ops"]):
-        kind = op.get("op")
-        if kind == "conv2d":
-            x = conv2d(x, get(op["weight"]), get(op.get("bias")), op.get("stride", 1),
-                       op.get("padding", 0))
-        elif kind == "dense":
-            x = dense(x, get(op["weight"]), get(op.get("bias")))
-        elif kind == "maxpool2d":
-            x = maxpool2d(x, op.get("kernel", 2), op.get("stride"))
-        elif kind == "relu":
-            x = relu(x)
-        elif kind == "flatten":
-            x = flatten(x)
+    g = parse(graph)
+    vals = {g["inputs"][0]["name"]: np.asarray(x, dtype=np.float32)}
+    for i, op in enumerate(g["ops"]):
+        kind, xs = op["op"], [vals[v] for v in op["inputs"]]
+        if kind in _UNARY:
+            y = _UNARY[kind](xs[0], op, get)
+        elif kind == "batchnorm":
+            from lowbit.codec.fold import batchnorm
+            y = batchnorm(xs[0], *(get(op[k]) for k in ("gamma", "beta", "mean", "var")),
+                          op["eps"])
+        elif kind == "add":
+            y = add(*xs)
+        elif kind == "concat":
+            y = concat(*xs)
         else:
-            raise ValueError(f"graph op {i}: unknown op {kind!r} for the float executor")
-    return x
+            raise ValueError(f"graph op {i}: op {kind!r} is not a float op (use "
+                             f"lowbit.runtime.Runtime for quantized graphs)")
+        vals[op["outputs"][0]] = y
+    return vals[g["outputs"][0]]
 
 
 def predict(model_file: Any, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -174,5 +259,6 @@ def predict(model_file: Any, images: np.ndarray, batch: int = 500) -> np.ndarray
     out = []
     for s in range(0, len(images), batch):
         x = normalize(images[s:s + batch], model_file.graph)
-        out.append(forward(model_file.graph, model_file.tensor, x).argmax(axis=1))
+        y = forward(model_file.graph, model_file.tensor, x)
+        out.append(y.reshape(len(y), -1).argmax(axis=1))
     return np.concatenate(out) if out else np.zeros(0, np.int64)

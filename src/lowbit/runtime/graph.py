@@ -1,27 +1,18 @@
 """The graph executor: ``Runtime(path, threads=1).predict(images)`` (numpy + kernels, no torch).
 
-Graph (``graph`` of a lowbit model file, written by ``lowbit.train.export``)::
+The graph (``lowbit.codec.graph``: version 2, a DAG of named values; version-1 chains are
+upgraded at load) is checked once at load, then planned: each op's weights are laid out for
+its kernel, BatchNorms feeding only signs become float thresholds, and every value is freed
+after its last reader.  Values are float32 in torch's layout (NCHW / (N, F)) or packed bits
+(NHWC, channels packed in uint64 words, ``lowbit.runtime.ops.Bits``).
 
-    {"version": 1,
-     "input": {"shape": [C, H, W], "dtype": "uint8", "normalization": {"mean", "std", "scale"}},
-     "ops": [op, ...]}                              # applied in order to one value
-
-Values are float32 in torch's layout (NCHW / (N, F)) or packed bits (NHWC, channels packed in
-uint64 words, ``lowbit.runtime.ops.Bits``).  Ops:
-
-    conv2d / dense / maxpool2d / relu / flatten   the float ops of lowbit.runtime.float_ops
-                                                  (maxpool2d on bits = OR; flatten on bits: no-op)
-    {"op": "batchnorm", "name", "gamma", "beta", "mean", "var", "eps"}   torch eval BN, exact
-    {"op": "sign"}                                float -> bits (x >= 0 -> +1)
-    {"op": "qconv2d" | "qdense", "name",
-     "in": "sign"|"xnor"|"uint8"|"dorefa"|"dorefa-float"|"float", "a_bits", "w_bits",
-     "weight": NAME ("packed" encoding: binary / ternary / planes; or raw float32),
-     "w_levels": "binary"|"ternary"|"planes"|"float", "integer_acc": bool,
-     "in_channels", "out_channels", "kernel", "stride", "padding", "pad_value",
-     "sw": NAME|absent, "sx": float|null|absent, "bias": NAME|absent, "u8": {mean, std}|absent,
-     "spatial": bool (dense over packed NHWC bits: a conv whose kernel is the whole input),
-     "out": "float" | "bits", "threshold": NAME, "flip": NAME (sign(BN) folded),
-     "pool": maxpool op applied to the accumulator before the folded BN, or null}
+    conv2d / dense / pools / upsample / relu / hardtanh / prelu / act_quant / flatten /
+    add / concat      the float ops of lowbit.runtime.float_ops (maxpool2d on bits = OR,
+                      flatten on bits: no-op; the others take bits as ±1 floats)
+    batchnorm         torch eval BN, exact (to bits directly when only signs read it)
+    sign              float -> bits (x >= 0 -> +1)
+    qconv2d / qdense  a quantized layer (``lowbit.runtime.ops.QLayer``): input levels, exact
+                      integer accumulators on the bitwise kernels, float or folded-bits output
 
 Deep-Compression files (codebook + sparse index + Huffman, ``"dc"`` tensors) use the float
 ops only: their tensors are decoded once, at load, to dense float32 and run through numpy.
@@ -44,6 +35,9 @@ from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, fol
 
 __all__ = ["Runtime"]
 
+_QLAYERS = ("qconv2d", "qdense")
+_UNARY_FLOAT = ("avgpool2d", "global_avgpool", "upsample", "relu", "hardtanh", "act_quant")
+
 
 def _keep_heap() -> None:
     """Ask glibc to serve large temporaries (activations of a few 100 KB) from the heap instead
@@ -60,54 +54,44 @@ def _keep_heap() -> None:
         pass
 
 
+def _sign_reader(op: dict) -> bool:
+    return op["op"] == "sign" or (op["op"] in _QLAYERS and op["in"] == "sign")
+
+
 class Runtime:
-    """A model file loaded for inference.  ``threads``: kernel threads; ``path`` / ``variant``:
-    force a kernel CPU path / micro-kernel (default: the best this CPU runs)."""
+    """A model file loaded for inference.  ``threads``: kernel threads; ``kernel`` /
+    ``variant``: force a kernel CPU path / micro-kernel (default: the best this CPU runs)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, kernel: str | None = None,
                  variant: str | None = None):
         _keep_heap()
         self.path = os.fspath(path)
         self.threads = int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
         self.mf = codec.load(self.path)
-        self.graph = self.mf.graph
+        self.graph = codec.graph.parse(self.mf.graph, f"{self.path}: graph", self.mf.entries)
         self.meta = self.mf.meta
-        self.ops = list(self.graph.get("ops", []))
+        self.ops = self.graph["ops"]
+        self.inputs, self.outputs = self.graph["inputs"], self.graph["outputs"]
+        if len(self.inputs) != 1:
+            raise ValueError(f"{self.path}: graph has {len(self.inputs)} inputs; this runtime "
+                             f"runs single-input graphs")
+        self._forced = (kernel, variant)
         self.layers: dict[str, QLayer] = {}
         self._bn: dict[int, tuple] = {}
         self._bn_sign: dict[int, tuple] = {}
         self._float: dict[str, np.ndarray] = {}
         self._kshape: dict[str, tuple] = {}
+        readers = codec.graph.consumers(self.graph)
         for i, op in enumerate(self.ops):
-            kind = op.get("op")
-            if kind in ("qconv2d", "qdense"):
-                self.layers[op["name"]] = QLayer(op, self.mf, kernel, variant)
-            elif kind == "batchnorm":
-                stats = tuple(np.asarray(self.mf.tensor(op[k]), np.float32)
-                              for k in ("gamma", "beta", "mean", "var"))
-                nxt = self.ops[i + 1] if i + 1 < len(self.ops) else {}
-                if nxt.get("op") == "sign" or (nxt.get("op") in ("qconv2d", "qdense")
-                                               and nxt.get("in") == "sign"):
-                    # float BN feeding a sign: exact float32 thresholds, emits packed bits
-                    self._bn_sign[i] = fold_float_threshold(*stats, op["eps"])
-                self._bn[i] = bn_affine(*stats, op["eps"])
-            elif kind in ("conv2d", "dense"):
-                for k in ("weight", "bias"):
-                    if op.get(k) is not None:
-                        t = np.asarray(self.mf.tensor(op[k]), np.float32)
-                        if kind == "conv2d" and k == "weight":
-                            if t.ndim != 4:
-                                raise ValueError(f"{self.path}: graph op {i}: conv2d weight "
-                                                 f"{op[k]!r} has shape {t.shape}, expected OIHW")
-                            self._kshape[op[k]] = t.shape[2:]
-                            t = conv_matrix(t)
-                        self._float[op[k]] = t
-            elif kind not in ("maxpool2d", "relu", "flatten", "sign"):
-                raise ValueError(f"{self.path}: graph op {i}: unknown op {kind!r}")
-        norm = self.graph.get("input", {}).get("normalization")
-        from lowbit.data import Normalization
-        self._table = (Normalization.from_dict(norm, f"{self.path}: input normalization").table()
-                       if norm else (np.arange(256, dtype=np.float32) / np.float32(255)))
+            self._plan(i, op, readers)
+        self._free = self._lifetimes(readers)
+        spec = self.inputs[0]
+        shape = spec.get("shape") or [1]
+        self._channels = shape[0] if len(shape) == 3 else 1
+        self._table = np.ascontiguousarray(
+            float_ops.input_tables(spec.get("normalization"), self._channels))   # (C, 256)
         # BLAS threads: the kernels' count for all-float graphs; 1 when bitwise kernels run.
         # Their float layers (first / last) are small, and OpenBLAS workers busy-wait for a
         # while after each product, taking the core the kernels' own workers need (measured:
@@ -118,6 +102,47 @@ class Runtime:
         self.mf.sections.clear()
         self.mf._cache.clear()
 
+    # -- planning -----------------------------------------------------------------------------
+    def _tensor(self, name: str) -> np.ndarray:
+        return np.asarray(self.mf.tensor(name), np.float32)
+
+    def _plan(self, i: int, op: dict, readers: dict) -> None:
+        kind = op["op"]
+        where = f"{self.path}: graph op {i} ({kind})"
+        if kind in _QLAYERS:
+            self.layers[op["name"]] = QLayer(op, self.mf, *self._forced)
+        elif kind == "batchnorm":
+            stats = tuple(self._tensor(op[k]) for k in ("gamma", "beta", "mean", "var"))
+            users = [u for u in readers.get(op["outputs"][0], [])]
+            if users and all(u >= 0 and _sign_reader(self.ops[u]) for u in users):
+                # float BN read only by signs: exact float32 thresholds, emits packed bits
+                self._bn_sign[i] = fold_float_threshold(*stats, op["eps"])
+            self._bn[i] = bn_affine(*stats, op["eps"])
+        elif kind in ("conv2d", "dense"):
+            for k in ("weight", "bias"):
+                if op.get(k) is not None:
+                    t = self._tensor(op[k])
+                    if kind == "conv2d" and k == "weight":
+                        if t.ndim != 4:
+                            raise ValueError(f"{where}: weight {op[k]!r} has shape {t.shape}, "
+                                             f"expected OIHW")
+                        self._kshape[op[k]] = t.shape[2:]
+                        t = conv_matrix(t)
+                    self._float[op[k]] = t
+        elif kind == "prelu":
+            self._float[op["weight"]] = self._tensor(op["weight"])
+
+    def _lifetimes(self, readers: dict) -> list[list[str]]:
+        """For each op, the values no later op reads (freed after it runs)."""
+        last: dict[str, int] = {}
+        for v, users in readers.items():
+            if -1 not in users:                                    # graph outputs stay
+                last[v] = max(users)
+        free: list[list[str]] = [[] for _ in self.ops]
+        for v, i in last.items():
+            free[i].append(v)
+        return free
+
     # -- memory -------------------------------------------------------------------------------
     def weight_bytes(self) -> dict[str, int]:
         """Resident weight bytes per quantized layer (kernel layout)."""
@@ -126,10 +151,12 @@ class Runtime:
     # -- inference ----------------------------------------------------------------------------
     def _input(self, x) -> np.ndarray:
         x = np.asarray(x)
-        if x.dtype == np.uint8:                     # the look-up table training used
-            return self._table[x[:, None] if x.ndim == 3 else x]
+        if x.dtype == np.uint8:                     # the look-up tables training used
+            if x.ndim == 3:
+                x = x[:, None]
+            return self._table[np.arange(x.shape[1])[None, :, None, None], x]
         x = x.astype(np.float32, copy=False)
-        shape = self.graph.get("input", {}).get("shape")
+        shape = self.inputs[0].get("shape")
         if shape is not None and x.ndim == len(shape):
             x = x[:, None]
         return x
@@ -139,30 +166,36 @@ class Runtime:
         op = self.ops[i]
         return f"{i:02d} {op.get('name') or op['op']}"
 
-    def logits(self, x, record: dict | None = None, profile: dict | None = None) -> np.ndarray:
-        """Float32 outputs (N, classes) of uint8 images (N, 28, 28) / (N, 1, 28, 28) (normalised
-        with the stored constants) or already-normalised float input.  ``record``: a dict that
-        receives every bitwise layer's integer accumulators (torch layout) -- for tests.
-        ``profile``: a dict whose ``op_label(i)`` entries accumulate each op's wall seconds
-        (``"input"``: the normalisation)."""
+    def run(self, x, record: dict | None = None, profile: dict | None = None) -> dict:
+        """Every graph output of uint8 images (N, H, W) / (N, C, H, W) (normalised with the
+        stored constants) or already-normalised float input: ``{value: float32 array}`` in
+        torch's layout.  ``record``: a dict that receives every bitwise layer's integer
+        accumulators (torch layout) -- for tests.  ``profile``: a dict whose ``op_label(i)``
+        entries accumulate each op's wall seconds (``"input"``: the normalisation)."""
         tick = time.perf_counter if profile is not None else None
         if tick:
             t0 = tick()
-        v = self._input(x)
+        vals = {self.inputs[0]["name"]: self._input(x)}
         if tick:
-            t1 = tick()
-            profile["input"] = profile.get("input", 0.0) + (t1 - t0)
+            profile["input"] = profile.get("input", 0.0) + (tick() - t0)
         t = self.threads
         with BlasThreads(self._blas_threads):
             for i, op in enumerate(self.ops):
                 if tick:
                     t0 = tick()
-                    v = self._step(i, op, v, t, record)
+                vals[op["outputs"][0]] = self._step(i, op, [vals[v] for v in op["inputs"]], t,
+                                                    record)
+                if tick:
                     key = self.op_label(i)
                     profile[key] = profile.get(key, 0.0) + (tick() - t0)
-                else:
-                    v = self._step(i, op, v, t, record)
-            return as_float(v, flat=True)
+                for v in self._free[i]:
+                    del vals[v]
+        return {v: as_float(vals[v]) for v in self.outputs}
+
+    def logits(self, x, record: dict | None = None, profile: dict | None = None) -> np.ndarray:
+        """The first graph output as float32 (N, F) (see ``run``)."""
+        out = self.run(x, record, profile)[self.outputs[0]]
+        return out.reshape(out.shape[0], -1)
 
     def profile_ops(self, x, calls: int = 10) -> list[dict]:
         """Per-op wall time of one ``logits(x)`` call, averaged over ``calls`` calls after one
@@ -175,32 +208,35 @@ class Runtime:
         return [{"name": k, "op": kinds.get(k, "normalize"), "ms": 1e3 * s / max(1, calls)}
                 for k, s in prof.items()]
 
-    def _step(self, i: int, op: dict, v, t: int, record):
+    def _step(self, i: int, op: dict, xs: list, t: int, record):
         kind = op["op"]
-        if kind in ("qconv2d", "qdense"):
-            v = self.layers[op["name"]](v, t, record)
-        elif kind == "conv2d":
+        v = xs[0]
+        if kind in _QLAYERS:
+            return self.layers[op["name"]](v, t, record)
+        if kind == "conv2d":
             w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
-            v = conv2d_float(as_float(v), w, self._kshape[op["weight"]], b,
-                             _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
-        elif kind == "dense":
+            return conv2d_float(as_float(v), w, self._kshape[op["weight"]], b,
+                                _pair(op.get("stride", 1)), _pair(op.get("padding", 0)))
+        if kind == "dense":
             w, b = self._float[op["weight"]], self._float.get(op.get("bias"))
-            v = float_ops.dense(as_float(v, flat=True), w, b)
-        elif kind == "batchnorm":
+            return float_ops.dense(as_float(v, flat=True), w, b)
+        if kind == "batchnorm":
             if i in self._bn_sign:
-                v = threshold_bits(as_float(v), *self._bn_sign[i], t)
-            else:
-                v = bn_apply(as_float(v), *self._bn[i])
-        elif kind == "maxpool2d":
-            v = maxpool(v, op, t)
-        elif kind == "relu":
-            v = float_ops.relu(as_float(v))
-        elif kind == "flatten":
-            if not isinstance(v, Bits):
-                v = float_ops.flatten(v)
-        elif kind == "sign":
-            v = sign_bits(as_float(v), t) if not isinstance(v, Bits) else v
-        return v
+                return threshold_bits(as_float(v), *self._bn_sign[i], t)
+            return bn_apply(as_float(v), *self._bn[i])
+        if kind == "maxpool2d":
+            return maxpool(v, op, t)
+        if kind == "flatten":
+            return v if isinstance(v, Bits) else float_ops.flatten(v)
+        if kind == "sign":
+            return v if isinstance(v, Bits) else sign_bits(as_float(v), t)
+        if kind == "prelu":
+            return float_ops.prelu(as_float(v), self._float[op["weight"]])
+        if kind == "add":
+            return float_ops.add(*[as_float(a) for a in xs])
+        if kind == "concat":
+            return float_ops.concat(*[as_float(a) for a in xs])
+        return float_ops._UNARY[kind](as_float(v), op, None)
 
     def predict(self, x, batch: int = 1000) -> np.ndarray:
         """Class indices (int64) of a batch of images."""

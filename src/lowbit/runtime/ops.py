@@ -20,6 +20,8 @@ from lowbit.runtime import float_ops
 from lowbit.runtime.float_ops import conv2d_float
 from lowbit.runtime import bitconv as B
 from lowbit.runtime import kernels as K
+from lowbit.codec.fold import (bn_affine, bn_apply, batchnorm,  # noqa: F401
+                               fold_float_threshold)
 
 F32 = np.float32
 
@@ -45,71 +47,6 @@ def sign_bits(x: np.ndarray, threads: int = 1) -> Bits:
     if x.ndim == 2:
         return Bits(K.bitpack(x, threads)[:, None, None, :], x.shape[1])
     return Bits(K.bitpack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), threads), x.shape[1])
-
-
-def bn_affine(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float64 (a, b) of torch 2.13's eval BatchNorm: y = f32(f64(x) * a + b),
-    a and b themselves rounded to float32 as torch computes them.  Constant per layer:
-    the runtime computes it once at load."""
-    f64 = np.float64
-    invstd = (F32(1) / np.sqrt(np.asarray(var, F32) + F32(eps))).astype(F32)
-    a = (invstd * np.asarray(gamma, F32)).astype(F32)
-    b = (np.asarray(beta, F32).astype(f64) - np.asarray(mean, F32).astype(f64) * a.astype(f64)).astype(F32)
-    return a.astype(f64), b.astype(f64)
-
-
-def bn_apply(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``bn_affine``'s (a, b) applied along axis 1 (NCHW or (N, C))."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    return (x.astype(np.float64) * a.reshape(shape) + b.reshape(shape)).astype(F32)
-
-
-def batchnorm(x: np.ndarray, gamma, beta, mean, var, eps: float) -> np.ndarray:
-    """torch 2.13 eval BatchNorm bit for bit (lowbit.runtime.ref.bn_eval_fn), channel axis 1."""
-    return bn_apply(x, *bn_affine(gamma, beta, mean, var, eps))
-
-
-_INF_KEY = 0x7F800000     # the ordered key of +inf
-_MAX_KEY = 0x7F7FFFFF     # the largest finite float32
-
-
-def _key_to_f32(k: np.ndarray) -> np.ndarray:
-    """Ordered int keys in [-inf key, +inf key] -> float32 (k < 0: -value(-k))."""
-    mag = np.abs(k).astype(np.int32).view(np.float32)
-    return np.where(k < 0, -mag, mag).astype(np.float32)
-
-
-def fold_float_threshold(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float32 (t, s) with sign(BatchNorm(x)) = +1  <=>  s * (x - t) >= 0 for every
-    float32 x, exactly as :func:`batchnorm` (= torch eval) computes it, ties included: a
-    bisection over the ordered float32 values (BN is monotone in x per channel).  s = +1 for
-    increasing channels (t the smallest x with bit 1), -1 for decreasing ones (t the largest);
-    constant channels get t = -inf (always 1) or +inf with s = +1 (never)."""
-    g = np.asarray(gamma, F32)
-    c = g.shape[0]
-
-    def bit(keys):                                   # keys (c,) int64 -> bool (c,)
-        x = _key_to_f32(keys)[None, :]
-        with np.errstate(over="ignore", invalid="ignore"):
-            return batchnorm(x, gamma, beta, mean, var, eps)[0] >= 0
-
-    lo_bit = bit(np.full(c, -_MAX_KEY, np.int64))       # finite ends: inf * 0 would be NaN
-    hi_bit = bit(np.full(c, _MAX_KEY, np.int64))
-    inc, dec = ~lo_bit & hi_bit, lo_bit & ~hi_bit
-    lo, hi = np.full(c, -_MAX_KEY, np.int64), np.full(c, _MAX_KEY, np.int64)
-    while True:
-        todo = (inc | dec) & (hi - lo > 1)
-        if not todo.any():
-            break
-        mid = (lo + hi) // 2
-        b = bit(mid)
-        up = np.where(inc, ~b, b)
-        lo, hi = np.where(todo & up, mid, lo), np.where(todo & ~up, mid, hi)
-    t = np.where(lo_bit & hi_bit, -np.inf, np.inf).astype(F32)
-    t[inc] = _key_to_f32(hi[inc])
-    t[dec] = _key_to_f32(lo[dec])
-    s = np.where(dec, F32(-1), F32(1)).astype(F32)
-    return t, s
 
 
 def threshold_bits(x: np.ndarray, t: np.ndarray, s: np.ndarray, threads: int = 1) -> Bits:

@@ -33,7 +33,7 @@ from lowbit.data import load, subset, train_val_split
 
 from . import prune, share
 from .checkpoint import load_model
-from .graph import graph_of
+from .export import build_graph
 from .loop import evaluate, fit
 
 # Per-model defaults, tuned on Fashion-MNIST (docs/results.md "Deep Compression"): sparsity
@@ -254,7 +254,7 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
         raise ValueError(f"--index-bits: no value for layer(s) {missing}")
     acc_float = acc(model)
     _log(opts, f"{name}: float test accuracy {acc_float:.2%}; {fp32_bytes:,} fp32 bytes")
-    graph = graph_of(model, (1, 28, 28), norm.to_dict())
+    graph = build_graph(model, norm.to_dict(), (1, 28, 28))[0]
     file_meta = {"model": meta["model"], "pipeline": "deep-compression",
                  "acc_float": round(acc_float, 6)}
 

@@ -1,14 +1,14 @@
 """Export a trained torch model to a lowbit model file (the graph the runtime executes).
 
-``export_model(model, path, normalization)`` / ``lowbit export CHECKPOINT OUT``.
+``export_model(model, path, normalization, input_shape=(C, H, W))`` / ``lowbit export CKPT OUT``.
 
-Sequential recipes (lowbit.train.recipes) are walked child by child; other models (the float
-LeNets) go through ``lowbit.train.graph.graph_of`` (float ops only).  Op schema: see
-``lowbit.runtime.graph``.  Quantized layers store their integer weight levels bit-packed
-(``lowbit.codec.packed``: 1 plane binary, 2 planes ternary, k planes k-bit), float layers
-float32.  A BatchNorm (with max pools before/after it) between a layer with an exact integer
-accumulator and a sign (a binary-input layer or a sign module) is folded into integer
-thresholds (``fold_bn_threshold``, exact incl. ties), so such layers emit packed bits.
+Any ``nn.Module`` made of supported modules and functions is traced with torch.fx
+(``lowbit.train.fxgraph``) into a version-2 graph (``lowbit.codec.graph``): a DAG, so residual
+shortcuts, concatenations and several outputs are kept.  Quantized layers store their integer
+weight levels bit-packed (``lowbit.codec.packed``: 1 plane binary, 2 planes ternary, k planes
+k-bit), float layers float32.  A BatchNorm (with a max pool before it and max pools / flattens
+after it) between a layer with an exact integer accumulator and sign consumers is folded into
+integer thresholds (``lowbit.codec.rewrite``, exact incl. ties), so such layers emit packed bits.
 """
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ from torch import nn
 
 from lowbit import codec
 from lowbit.codec.packed import packed
-from lowbit.runtime.ref import fold_bn_threshold
+from lowbit.codec import rewrite
 
 from . import quantizers as Q
+from .fxgraph import ExportError, trace
 from .layers import QuantConv2d, QuantMixin
 
-__all__ = ["export_model", "export_checkpoint", "build_graph"]
-
-GRAPH_VERSION = 1
+__all__ = ["export_model", "export_checkpoint", "build_graph", "qlayer_op", "ExportError"]
 
 
 def _np(t) -> np.ndarray:
@@ -84,7 +83,8 @@ def _weight_levels(layer: QuantMixin, name: str, tensors: dict) -> dict:
     return op
 
 
-def _qlayer(name: str, m: QuantMixin, in_shape, tensors: dict) -> dict:
+def qlayer_op(name: str, m: QuantMixin, in_shape, tensors: dict) -> dict:
+    """The ``qconv2d`` / ``qdense`` op of layer ``m`` (its tensors go into ``tensors``)."""
     mode, a_bits = _in_mode(m.input_quantizer)
     op: dict[str, Any] = {"op": "qconv2d" if isinstance(m, QuantConv2d) else "qdense",
                           "name": name, "in": mode, "a_bits": a_bits,
@@ -110,140 +110,34 @@ def _qlayer(name: str, m: QuantMixin, in_shape, tensors: dict) -> dict:
     return op
 
 
-def _module_ops(name: str, m: nn.Module, in_shape, tensors: dict) -> list[dict]:
-    if isinstance(m, QuantMixin):
-        return [_qlayer(name, m, in_shape, tensors)]
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            tensors[f"{name}.{k}"] = codec.model.raw(_np(getattr(m, k)))
-        return [{"op": "batchnorm", "name": name, "gamma": f"{name}.weight",
-                 "beta": f"{name}.bias", "mean": f"{name}.running_mean",
-                 "var": f"{name}.running_var", "eps": float(m.eps)}]
-    if isinstance(m, nn.MaxPool2d):
-        from .graph import _pool
-        return [_pool(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)]
-    if isinstance(m, nn.ReLU):
-        return [{"op": "relu"}]
-    if isinstance(m, nn.Flatten):
-        return [{"op": "flatten"}]
-    if isinstance(m, Q.SteSign):
-        return [{"op": "sign"}]
-    if isinstance(m, (Q.DorefaGrad, nn.Dropout, nn.Identity)):
-        return []
-    raise ValueError(f"export: module {name!r} ({type(m).__name__}) has no runtime op")
-
-
-def _fold(ops: list[dict], tensors: dict) -> list[dict]:
-    """Fold [maxpool]* BN [maxpool|flatten]* sign into integer-accumulator layers."""
-    out, i = [], 0
-    while i < len(ops):
-        op = ops[i]
-        out.append(op)
-        i += 1
-        if not (op["op"] in ("qconv2d", "qdense") and op["integer_acc"] and op["in"] != "xnor"
-                and "sw" not in op and op.get("sx") is None and "bias" not in op):
-            continue
-        j, pre_pool = i, []
-        while j < len(ops) and ops[j]["op"] in ("maxpool2d",):
-            pre_pool.append(ops[j])
-            j += 1
-        if j >= len(ops) or ops[j]["op"] != "batchnorm":
-            continue
-        bn, j = ops[j], j + 1
-        k = j
-        while k < len(ops) and ops[k]["op"] in ("maxpool2d", "flatten"):
-            k += 1
-        nxt = ops[k] if k < len(ops) else None
-        if nxt is None or not (nxt["op"] == "sign" or (nxt["op"] in ("qconv2d", "qdense")
-                                                      and nxt["in"] == "sign")):
-            continue
-        if len(pre_pool) > 1:
-            continue  # (no recipe has two pools there) keep it unfused
-        kbits = op["in_channels"] * op["kernel"][0] * op["kernel"][1]
-        if op["in"] == "uint8":
-            kbits *= 255
-        elif op["in"] == "dorefa":
-            kbits *= (2 ** op["a_bits"] - 1) * (2 ** op["w_bits"] - 1)
-        t = lambda n: tensors[bn[n]].data
-        thr, flip = fold_bn_threshold(t("gamma"), t("beta"), t("mean"), t("var"), bn["eps"], kbits)
-        op.update(out="bits", threshold=f"{op['name']}.thr", flip=f"{op['name']}.flip",
-                  pool=pre_pool[0] if pre_pool else None, folded=bn["name"])
-        tensors[op["threshold"]] = codec.model.raw(thr.astype(np.int32))
-        tensors[op["flip"]] = codec.model.raw(flip.astype(np.uint8))
-        for n in ("gamma", "beta", "mean", "var"):
-            tensors.pop(bn[n], None)
-        out.extend(ops[j:k])
-        i = k + (1 if nxt["op"] == "sign" else 0)
-    return out
-
-
 def build_graph(model: nn.Module, normalization: dict | None,
                 input_shape=(1, 28, 28)) -> tuple[dict, dict]:
-    """(graph, tensors) of ``model`` (eval mode)."""
+    """(graph, tensors) of ``model`` (put in eval mode) for inputs ``(N, *input_shape)``:
+    traced with torch.fx (``lowbit.train.fxgraph``), then sign(BatchNorm) folded into integer
+    thresholds and spatial binary dense layers re-packed (``lowbit.codec.rewrite``)."""
     model = model.eval()
-    graph_input = {"shape": list(input_shape), "dtype": "uint8"}
+    input_shape = tuple(int(v) for v in input_shape)
+    t = trace(model, input_shape, qlayer_op)
+    spec: dict[str, Any] = {"name": "input", "shape": list(input_shape), "dtype": "uint8"}
     if normalization is not None:
-        graph_input["normalization"] = dict(normalization)
-    if not isinstance(model, nn.Sequential):
-        from .graph import graph_of
-        g = graph_of(model, input_shape, normalization)
-        tensors = {k: codec.model.raw(v.detach().cpu().numpy()) for k, v in model.state_dict().items()
-                   if any(k in (op.get("weight"), op.get("bias")) for op in g["ops"])}
-        g.update(version=GRAPH_VERSION)
-        return g, tensors
-    shapes: dict[str, tuple] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape)))
-             for n, m in model.named_children()]
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1,) + tuple(input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
-    tensors: dict = {}
-    ops: list[dict] = []
-    last_spatial = None          # input shape of the latest flatten (N, C, H, W)
-    for n, m in model.named_children():
-        new = _module_ops(n, m, shapes[n], tensors)
-        for op in new:
-            if op["op"] == "qdense":
-                op["spatial_shape"] = last_spatial
-        if isinstance(m, nn.Flatten):
-            last_spatial = list(shapes[n][1:]) if len(shapes[n]) == 4 else None
-        elif isinstance(m, QuantMixin):
-            last_spatial = None
-        ops.extend(new)
-    ops = _fold(ops, tensors)
-    _repack_spatial_dense(ops, tensors)
-    return {"version": GRAPH_VERSION, "input": graph_input, "ops": ops}, tensors
-
-
-def _repack_spatial_dense(ops: list[dict], tensors: dict) -> None:
-    """A binary dense layer fed by packed spatial bits (N, H, W, ceil(C/64)) runs as a conv whose
-    kernel is the whole input: re-store its weights as (OC, H, W, C) (torch flattens C, H, W)."""
-    bits = False
-    for op in ops:
-        kind = op["op"]
-        if kind == "qdense" and bits and op["in"] == "sign" and op.get("spatial_shape") \
-                and op["w_levels"] == "binary":
-            c, h, w = op["spatial_shape"]
-            t = tensors[op["weight"]]
-            lv = codec.packed.unpack_levels(t.entry, t.data)            # (OC, 1, 1, C*H*W)
-            lv = lv.reshape(lv.shape[0], c, h, w).transpose(0, 2, 3, 1)
-            tensors[op["weight"]] = packed(lv.astype(np.int64), "binary")
-            op.update(in_channels=c, kernel=[h, w], spatial=True)
-        if kind in ("qconv2d", "qdense"):
-            bits = op["out"] == "bits"
-        elif kind == "sign":
-            bits = True
-        elif kind in ("batchnorm", "relu", "conv2d", "dense"):
-            bits = False
+        spec["normalization"] = dict(normalization)
+    graph = codec.graph.new_graph([spec], t.ops, t.outputs)
+    tensors = dict(t.tensors)
+    rewrite.fold_sign_bn(graph, tensors)
+    rewrite.repack_spatial_dense(graph, tensors, t.shapes)
+    used = {op[k] for op in graph["ops"] for k in codec.graph.OPS[op["op"]][3] if op.get(k)}
+    tensors = {k: v for k, v in tensors.items() if k in used}
+    graph = codec.graph.parse(graph, "export", tensors)       # what the runtime will check
+    return graph, tensors
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, normalization: dict | None = None,
-                 meta: dict | None = None) -> int:
-    """Write ``model`` as a lowbit model file; returns the file size in bytes."""
-    graph, tensors = build_graph(model, normalization)
+                 meta: dict | None = None, input_shape=None) -> int:
+    """Write ``model`` as a lowbit model file; returns the file size in bytes.  ``input_shape``
+    (C, H, W): default the model's ``lowbit_input_shape`` (set by ``fit``), else 1x28x28."""
+    if input_shape is None:
+        input_shape = getattr(model, "lowbit_input_shape", None) or (1, 28, 28)
+    graph, tensors = build_graph(model, normalization, input_shape)
     meta = dict(meta or {})
     spec = getattr(model, "lowbit_spec", None)
     if "model" not in meta and spec:   # registry name + kwargs: lets benchmarks rebuild it
