@@ -143,3 +143,92 @@ def test_torch_and_numpy_normalisation_are_bit_identical(fashion_tiny):
     norm = Normalization.from_images(x)
     got = ImageSet(x, y, norm).batch(slice(0, 64))[0].numpy()
     np.testing.assert_array_equal(got, norm.apply(x[:64]))
+
+
+# --- any image shape, per-channel normalisation -------------------------------------------
+
+def _rgb_data(n=96, seed=0):
+    """Random uint8 (n, 3, 16, 16) images whose channels differ, and 3-class labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8)
+    x[:, 0] //= 2
+    x[:, 2] = 255 - x[:, 2] // 4
+    return x, rng.integers(0, 3, n)
+
+
+def _tiny_rgb_cnn(classes: int = 3):
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 14 * 14, classes))
+
+
+@pytest.fixture
+def tiny_rgb_registered(monkeypatch):
+    from lowbit.train import registry
+    registry.names()  # fill the registry first, so the fake entry is not overwritten
+    monkeypatch.setitem(registry._REGISTRY, "test_tiny_rgb",
+                        registry.Recipe("test_tiny_rgb", _tiny_rgb_cnn, {}, "test model"))
+    return "test_tiny_rgb"
+
+
+def test_fit_rgb_16x16_records_per_channel_normalization(tmp_path, tiny_rgb_registered):
+    from lowbit.train.checkpoint import load_model
+    train, val = _rgb_data(), _rgb_data(32, seed=1)
+    torch.manual_seed(0)
+    r = fit(_tiny_rgb_cnn(), train, val, epochs=1, batch_size=32, device="cpu", progress=False,
+            out_dir=tmp_path, name=tiny_rgb_registered)
+    want = Normalization.from_images(train[0])
+    assert r.normalization == want and want.channels == 3
+    assert want.mean[0] < want.mean[1] < want.mean[2]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["normalization"] == {"mean": list(want.mean), "std": list(want.std),
+                                     "scale": 255.0}
+    assert len(r.history) == 1 and 0 <= r.history[0]["val_acc"] <= 1
+    model, meta = load_model(tmp_path)
+    assert meta["normalization"] == want
+    assert 0 <= evaluate(model, *val) <= 1
+
+
+def test_rgb_resume_is_bitwise_identical(tmp_path, tiny_rgb_registered):
+    train = _rgb_data()
+    kw = dict(seed=3, device="cpu", progress=False, schedule="constant", batch_size=32)
+    ref = fit(tiny_rgb_registered, train, epochs=2, out_dir=tmp_path / "a", **kw)
+    fit(tiny_rgb_registered, train, epochs=1, out_dir=tmp_path / "b", **kw)
+    resumed = fit(tiny_rgb_registered, train, epochs=2, out_dir=tmp_path / "b", resume=True, **kw)
+    _states_equal(ref.model.state_dict(), resumed.model.state_dict())
+    assert resumed.normalization == ref.normalization
+    gray = (train[0][:, 0], train[1])
+    with pytest.raises(ValueError, match="normalization: the run was started on images with 3 "
+                                         "channel\\(s\\), got 1"):
+        fit(tiny_rgb_registered, gray, epochs=2, out_dir=tmp_path / "b", resume=True, **kw)
+
+
+def test_rgb_imageset_equals_numpy_apply():
+    x, y = _rgb_data(40)
+    norm = Normalization.from_images(x)
+    data = ImageSet(x, y, norm)
+    got = data.batch(torch.arange(5, 37))[0].numpy()
+    assert got.shape == (32, 3, 16, 16) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, norm.apply(x[5:37]))
+    img, label = data[3]
+    np.testing.assert_array_equal(img.numpy(), norm.apply(x[3:4])[0])
+    with pytest.raises(ValueError, match="train images: expected 3 channel\\(s\\) \\(as the input "
+                                         "normalization has\\), got 1"):
+        ImageSet(x[:, :1], y, norm, what="train images")
+
+
+def test_any_shape_and_bad_shapes():
+    from lowbit.train.dataset import check_arrays
+    x = np.zeros((4, 2, 9, 7), np.uint8)
+    assert check_arrays(x, np.arange(4))[0].shape == (4, 2, 9, 7)
+    assert check_arrays(x[:, 0], np.arange(4))[0].shape == (4, 1, 9, 7)
+    with pytest.raises(ValueError, match=r"images: expected shape \(N, H, W\) or \(N, C, H, W\)"):
+        check_arrays(np.zeros((4, 9), np.uint8), np.arange(4))
+    with pytest.raises(ValueError, match="images: expected shape"):
+        check_arrays(np.zeros((4, 0, 9, 7), np.uint8), np.arange(4))
+    with pytest.raises(ValueError, match="labels: expected integers, got dtype float64"):
+        check_arrays(x, np.zeros(4))
+    with pytest.raises(ValueError, match="labels: expected shape \\(4,\\), got \\(4, 1\\)"):
+        check_arrays(x, np.zeros((4, 1), int))
+    with pytest.raises(ValueError, match=r"validation images: expected \(C, H, W\) = \(3, 16, 16"):
+        fit(_tiny_rgb_cnn(), _rgb_data(8), (np.zeros((2, 3, 8, 8), np.uint8), np.zeros(2, int)),
+            epochs=1, progress=False)

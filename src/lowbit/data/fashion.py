@@ -13,6 +13,11 @@ A directory qualifies when it holds the four files, each either gzipped or raw::
 (the dotted spelling ``train-images.idx3-ubyte`` of some MNIST mirrors is accepted too).
 Point ``root`` at a directory of real MNIST files, or call :func:`load_files` with explicit
 paths, to use MNIST instead.
+
+An explicit directory needs only the split that is asked for: the two ``t10k`` files are enough
+for ``load("test", root)``, and asking such a folder for ``"train"`` says that only the test
+files are there.  A split with one of its two files missing is an error whichever split is
+asked for.  The search of 2. and 3. still wants all four files.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import numpy as np
 
 from .idx import DataError, read_idx
 
-__all__ = ["DEFAULT_DIR", "ENV_VAR", "FILES", "CLASSES", "NUM_CLASSES", "find_root", "load", "load_files"]
+__all__ = ["DEFAULT_DIR", "ENV_VAR", "FILES", "CLASSES", "NUM_CLASSES", "find_root", "load",
+           "load_files", "idx_splits", "has_idx_files"]
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "LOWBIT_DATA"
@@ -78,6 +84,40 @@ def find_root(root: str | os.PathLike | None = None) -> Path:
         f"(on Debian: apt-get install dataset-fashion-mnist).")
 
 
+def has_idx_files(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds at least one of the four IDX file names."""
+    d = Path(directory)
+    return d.is_dir() and any(_find_file(d, n) is not None for p in FILES.values() for n in p)
+
+
+def idx_splits(directory: str | os.PathLike) -> tuple[str, ...]:
+    """The splits (``"train"``, ``"test"``) whose two IDX files are both in ``directory``."""
+    d = Path(directory)
+    return tuple(s for s, pair in FILES.items() if all(_find_file(d, n) for n in pair))
+
+
+def _explicit_root(d: Path, split: str) -> Path:
+    """``d`` when it has the files of ``split`` and no half split; else a clear DataError."""
+    if not d.is_dir():
+        return find_root(d)  # raises, saying what is wrong with the path
+    half = [n for pair in FILES.values() if any(_find_file(d, n) for n in pair)
+            for n in pair if _find_file(d, n) is None]
+    if half:
+        raise DataError(
+            f"IDX files incomplete. Looked in: explicit path {d} (missing {', '.join(half)}). "
+            f"Each split needs its images and its labels file (each raw or .gz): "
+            f"{' '.join(n for pair in FILES.values() for n in pair)}.")
+    if split in idx_splits(d):
+        return d
+    others = idx_splits(d)
+    if others:
+        have = " and ".join(f for s in others for f in FILES[s])
+        raise DataError(
+            f"{d}: split {split!r}: this IDX folder has only the {', '.join(others)} files "
+            f"({have}); needed {' and '.join(FILES[split])} (each raw or .gz)")
+    return find_root(d)  # raises with the usual list of needed files
+
+
 def _why_not(d: Path) -> str:
     if not d.exists():
         return "does not exist"
@@ -91,11 +131,11 @@ def load(split: str = "train", root: str | os.PathLike | None = None) -> tuple[n
     """Load one split: ``images`` uint8 ``(N, 28, 28)`` and ``labels`` int64 ``(N,)``.
 
     ``split`` is ``"train"`` (60 000 images) or ``"test"`` (10 000); ``root`` as in
-    :func:`find_root`.
+    :func:`find_root`, except that an explicit ``root`` only needs the files of ``split``.
     """
     if split not in FILES:
         raise ValueError(f"split: expected one of {', '.join(FILES)}, got {split!r}")
-    d = find_root(root)
+    d = find_root(root) if root is None else _explicit_root(Path(root), split)
     img_name, lab_name = FILES[split]
     return load_files(_find_file(d, img_name), _find_file(d, lab_name))
 

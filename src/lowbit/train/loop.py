@@ -161,9 +161,11 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
 
     ``model`` is a registry name (built after seeding, with ``kwargs``) or an ``nn.Module``
     (its name comes from ``name=`` or the tag of ``build_model`` / ``load_model``; it is only
-    needed when checkpoints are written).  Images are uint8 ``(N, 28, 28)``; ``normalization``
-    defaults to the mean/std of the training images.  With ``out_dir`` a checkpoint is written
-    there after every epoch (an existing one is an error unless ``resume`` or ``overwrite``).
+    needed when checkpoints are written).  Images are uint8 ``(N, H, W)`` or ``(N, C, H, W)``
+    of any size (``val`` the same shape); ``normalization`` defaults to the per-channel mean/std
+    of the training images (one scalar pair for one channel).  With ``out_dir`` a checkpoint is
+    written there after every epoch (an existing one is an error unless ``resume`` or
+    ``overwrite``).
     ``threads`` sets ``torch.set_num_threads``.  ``on_epoch_end(metrics)`` runs after each
     epoch's checkpoint is written.  Extra ``settings`` (momentum, lr_step, ...) join the config.
     """
@@ -186,6 +188,9 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
                 if v is not None}
     train_x, train_y = check_arrays(*train, what="train images")
     val_arrays = check_arrays(*val, what="validation images") if val is not None else None
+    if val_arrays is not None and val_arrays[0].shape[1:] != train_x.shape[1:]:
+        raise ValueError(f"validation images: expected (C, H, W) = {train_x.shape[1:]} like the "
+                         f"training images, got {val_arrays[0].shape[1:]}")
 
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None
@@ -210,6 +215,9 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         model.load_state_dict(ckpt["model_state"])
         name, kwargs = spec["name"], spec.get("kwargs", {})
         norm = Normalization.from_dict(ckpt["normalization"], f"{ckpt_path}: normalization")
+        if norm.channels != train_x.shape[1]:
+            raise ValueError(f"{ckpt_path}: normalization: the run was started on images with "
+                             f"{norm.channels} channel(s), got {train_x.shape[1]}")
         if config.get("train_size") != len(train_y):
             raise ValueError(f"{ckpt_path}: config 'train_size': the run was started with "
                              f"{config.get('train_size')} training images, got {len(train_y)}")
