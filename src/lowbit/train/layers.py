@@ -31,6 +31,12 @@ autograd function supplies its gradient (values agree up to float32 rounding).
 BatchNorm, pooling and activations are *separate modules* in the recipes (see
 :mod:`lowbit.train.recipes`), so every model's op order is explicit.
 
+Optional ``grad_quantizer`` attribute (None by default): a module applied to the output last,
+e.g. DoReFa's ``DorefaGrad(G)`` (identity forward, G-bit gradient backward), which
+:func:`lowbit.train.quantize` sets for ``"dorefa:W,A,G"`` with G < 32.  The forward is one free
+function wrapped by ``torch.fx.wrap``, so plain ``torch.fx.symbolic_trace`` records each
+quantized layer as a single ``call_function`` node (its first argument the layer).
+
 Latent weights: ``post_step()`` (called by the training loop after every optimizer step)
 clamps ``W`` to ``[-c, c]`` with ``c = weight_clip``; ``"auto"`` takes the weight quantizer's
 ``latent_clip`` (1 for ``ste_sign``: the BNN rule), None disables it.
@@ -40,6 +46,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -58,6 +65,7 @@ class QuantMixin:
         if weight_clip == "auto":
             weight_clip = getattr(self.weight_quantizer, "latent_clip", None)
         self.weight_clip = None if weight_clip is None else float(weight_clip)
+        self.grad_quantizer = None  # a module applied to the output (see module docstring)
 
     # -- to be provided by the concrete class ------------------------------------------------
     def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -89,26 +97,7 @@ class QuantMixin:
         return levels.detach(), None if scale is None else scale.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        iq, wq = self.input_quantizer, self.weight_quantizer
-        if self.training:
-            xq = x if iq is None else iq(x)
-            w = self.weight if wq is None else wq(self.weight)
-            y = self._op(xq, w)
-        else:
-            xl, sx = (x, None) if iq is None else iq.split(x)
-            wl, sw = (self.weight, None) if wq is None else wq.split(self.weight)
-            y = self._op(xl, wl)
-            if self.integer_accumulator:
-                y = torch.round(y)
-            if sw is not None:
-                y = y * (self._channel_view(sw) if sw.dim() else sw)
-            if sx is not None:
-                y = y * sx
-        if iq is not None and hasattr(iq, "scale"):
-            y = y * iq.scale(x, self)
-        if self.bias is not None:
-            y = y + self._channel_view(self.bias)
-        return y
+        return _quant_forward(self, x)
 
     def post_step(self) -> None:
         if self.weight_clip is not None:
@@ -159,6 +148,37 @@ class QuantMixin:
         return {"in bits": self.input_bits,
                 "BOPs": macs * self.weight_bits * self.input_bits if low else 0,
                 "float MACs": 0 if low else macs}
+
+
+def _quant_forward(layer: QuantMixin, x: torch.Tensor) -> torch.Tensor:
+    """The forward of every quantized layer (module docstring).  A free function that
+    ``torch.fx.wrap`` keeps as one ``call_function`` node, so a model holding quantized
+    layers stays traceable by plain ``torch.fx.symbolic_trace`` (the steps branch on
+    tensor strides and shapes, which a symbolic trace cannot follow)."""
+    iq, wq = layer.input_quantizer, layer.weight_quantizer
+    if layer.training:
+        xq = x if iq is None else iq(x)
+        w = layer.weight if wq is None else wq(layer.weight)
+        y = layer._op(xq, w)
+    else:
+        xl, sx = (x, None) if iq is None else iq.split(x)
+        wl, sw = (layer.weight, None) if wq is None else wq.split(layer.weight)
+        y = layer._op(xl, wl)
+        if layer.integer_accumulator:
+            y = torch.round(y)
+        if sw is not None:
+            y = y * (layer._channel_view(sw) if sw.dim() else sw)
+        if sx is not None:
+            y = y * sx
+    if iq is not None and hasattr(iq, "scale"):
+        y = y * iq.scale(x, layer)
+    if layer.bias is not None:
+        y = y + layer._channel_view(layer.bias)
+    gq = getattr(layer, "grad_quantizer", None)
+    return y if gq is None else gq(y)
+
+
+torch.fx.wrap("_quant_forward")
 
 
 def _nhwc(t: torch.Tensor) -> torch.Tensor:
