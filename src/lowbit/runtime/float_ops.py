@@ -122,15 +122,24 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
+def _tap_sum(taps: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 of (K, ...) float32, one tap after another (numpy reduces an outer axis
+    sequentially): torch's CPU pooling kernels add the window's taps in this order, so sums
+    that cancel to exactly 0 in torch do here too."""
+    return np.add.reduce(taps, axis=0, dtype=np.float32)
+
+
 def avgpool2d(x: np.ndarray, kernel: Any, stride: Any = None, padding: Any = 0,
               count_include_pad: bool = True) -> np.ndarray:
-    """torch AvgPool2d (no ceil_mode) of NCHW x: the window sum over the zero-padded input,
-    divided by the window size (``count_include_pad``) or by its in-bounds part."""
+    """torch AvgPool2d (no ceil_mode) of NCHW x: the window sum (taps added row by row) over
+    the zero-padded input, divided by the window size (``count_include_pad``) or by its
+    in-bounds part."""
     (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
     sh, sw = _pair(stride if stride is not None else kernel)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    total = win.sum(axis=(4, 5), dtype=np.float32)
+    total = _tap_sum(np.ascontiguousarray(np.moveaxis(win, (4, 5), (0, 1))).reshape(
+        (kh * kw,) + win.shape[:4]))
     if count_include_pad or not (ph or pw):
         return (total / np.float32(kh * kw)).astype(np.float32)
     ones = np.pad(np.ones(x.shape[2:], np.float32), ((ph, ph), (pw, pw)))
@@ -139,8 +148,11 @@ def avgpool2d(x: np.ndarray, kernel: Any, stride: Any = None, padding: Any = 0,
 
 
 def global_avgpool(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, C, 1, 1): the mean over H and W."""
-    return x.mean(axis=(2, 3), dtype=np.float32, keepdims=True)
+    """(N, C, H, W) -> (N, C, 1, 1): the mean over H and W (taps added row by row, as torch's
+    adaptive average pooling does)."""
+    n, c, h, w = x.shape
+    taps = np.ascontiguousarray(x.reshape(n, c, h * w).transpose(2, 0, 1))   # (HW, N, C)
+    return (_tap_sum(taps) / np.float32(h * w)).astype(np.float32).reshape(n, c, 1, 1)
 
 
 def upsample(x: np.ndarray, scale: Any) -> np.ndarray:

@@ -100,8 +100,9 @@ class Traced:
 
 
 def _refuse(node: fx.Node, what: str) -> ExportError:
+    subject = what if node.op == "call_module" else f"node {node.name!r} ({what})"
     return ExportError(
-        f"export: node {node.name!r} ({what}) has no lowbit graph op; supported modules: "
+        f"export: {subject} has no lowbit graph op; supported modules: "
         f"{', '.join(SUPPORTED_MODULES)}; functions: {', '.join(SUPPORTED_FUNCTIONS)}")
 
 
@@ -109,6 +110,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], qlayer_op: Callable,
           input_name: str = "input") -> Traced:
     """Trace ``model`` (eval mode) for inputs ``(N, *input_shape)``; ``qlayer_op(name, module,
     in_shape, tensors) -> op`` writes a quantized layer."""
+    if _Tracer().is_leaf_module(model, ""):     # a bare layer: trace it as a one-layer model
+        model = nn.Sequential(model)
     try:
         graph = _Tracer().trace(model)
     except Exception as e:   # fx raises TraceError, TypeError, ... from inside user code
@@ -121,8 +124,11 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], qlayer_op: Callable,
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros((1,) + tuple(input_shape)))
     except Exception as e:
+        cause = e.__cause__ or e           # ShapeProp wraps the model's own error
         raise ExportError(f"export: running {type(model).__name__} on an input of shape "
-                          f"{tuple(input_shape)} failed: {e} (is --input-size right?)") from None
+                          f"{tuple(input_shape)} failed: {type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''} "
+                          f"(is --input-size right?)") from None
     t = Traced(model, input_shape, input_name, qlayer_op)
     from .fxops import function_op, module_op
     for node in gm.graph.nodes:

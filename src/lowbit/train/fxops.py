@@ -104,7 +104,8 @@ def module_op(t: Traced, node: fx.Node, m: nn.Module) -> None:
             raise ExportError(f"export: flatten {name!r} must flatten dims 1..-1")
         _flatten(t, node, x)
     elif isinstance(m, Q.XnorSign):
-        raise _refuse(node, "xnor_sign used as a module; use it as a layer's input_quantizer")
+        raise _refuse(node, f"module {name!r} (xnor_sign as a module; use it as a layer's "
+                            f"input_quantizer)")
     elif isinstance(m, Q.SteSign):
         t.emit(node, "sign", [x])
     elif isinstance(m, Q.DorefaActivation):
@@ -115,7 +116,7 @@ def module_op(t: Traced, node: fx.Node, m: nn.Module) -> None:
     elif isinstance(m, (Q.DorefaGrad, nn.Dropout, nn.Identity)):
         t.alias[node.name] = t.value(x, name)
     else:
-        raise _refuse(node, f"module {name!r}: {type(m).__name__}")
+        raise _refuse(node, f"module {name!r} ({type(m).__name__})")
 
 
 def _flatten(t: Traced, node: fx.Node, x: Any) -> None:
@@ -196,7 +197,7 @@ def function_op(t: Traced, node: fx.Node) -> None:
     elif target in ("mean", torch.mean) and tuple(_arg(node, 1, "dim", ())) in ((2, 3), (-2, -1)):
         t.emit(node, "global_avgpool", [x])
         if not _arg(node, 2, "keepdim", False):            # (N, C, 1, 1) -> (N, C)
-            t.ops[-1]["outputs"] = [node.name + "_pool"]
+            t.ops[-1].update(name=node.name + "_pool", outputs=[node.name + "_pool"])
             t.ops.append({"op": "flatten", "name": node.name, "inputs": [node.name + "_pool"],
                           "outputs": [node.name]})
     elif target is F.interpolate:
