@@ -1,6 +1,4 @@
 """numpy float ops and the graph executor against torch."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -50,11 +48,6 @@ def test_graph_forward_matches_lenet5_in_torch():
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-
-
-def test_runtime_float_ops_does_not_import_torch():
-    code = "import sys, lowbit.runtime.float_ops; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("n,h,w,c,o,k,s,p", [

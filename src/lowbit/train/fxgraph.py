@@ -21,12 +21,10 @@ cannot run is never written.
 """
 from __future__ import annotations
 
-import operator
 import traceback
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
