@@ -33,7 +33,7 @@ def _run_both(model, x: np.ndarray, tmp_path, threads=1):
     path = tmp_path / "m.lbm"
     export_model(model, path, None, input_shape=x.shape[1:])
     rt = Runtime(path, threads=threads)
-    out = rt.run(x)
+    out = rt.run(x, normalized=True)
     with torch.no_grad():
         ref = model(torch.from_numpy(x))
     refs = ref if isinstance(ref, (tuple, list)) else [ref]

@@ -201,7 +201,8 @@ def rss_snippets(system: str, path: str, threads: int = 1) -> tuple[str, str]:
                 f"        return model(torch.from_numpy(x))")
     if system == "lowbit":
         return ("from lowbit.runtime.graph import Runtime",
-                f"rt = Runtime({path!r}, {threads})\nrun = rt.predict")
+                f"rt = Runtime({path!r}, {threads})\n"
+                f"def run(x):\n    return rt.predict(x, normalized=True)")
     raise ValueError(f"rss_snippets: unknown system {system!r}")
 
 

@@ -92,7 +92,7 @@ def bench(path: str, batch: int = 1, repeats: int = 11, inner: int = 20, threads
     import torch
     from lowbit.runtime.graph import Runtime
     rt = Runtime(path, threads)
-    shape = rt.graph.get("input", {}).get("shape", [1, 28, 28])
+    shape = rt.inputs[0].get("shape") or [1, 28, 28]
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch,) + tuple(shape[1:]), dtype=np.uint8)
     with torch_threads(torch, threads):
@@ -148,7 +148,7 @@ def lowbit_runner(path: str, threads: int = 1):
     rt = Runtime(path, threads)
     wb = sum(rt.weight_bytes().values()) + sum(a.nbytes for a in rt._float.values()) \
         + sum(a.nbytes for v in rt._bn.values() for a in v)
-    return Runner("lowbit", rt.logits, threads, {"file": str(path),
+    return Runner("lowbit", lambda x: rt.logits(x, normalized=True), threads, {"file": str(path),
                                                  "file_bytes": os.path.getsize(path),
                                                  "weight_bytes": int(wb),
                                                  "kernel": bitconv.conv_kernel_name(),
@@ -188,10 +188,10 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
     from lowbit.data.normalization import Normalization
 
     mf = codec.load(path)
-    graph, meta = mf.graph, mf.meta
+    graph, meta = codec.graph.parse(mf.graph, f"{path}: graph", mf.entries), mf.meta
     spec = meta.get("model") if isinstance(meta.get("model"), dict) else None
-    shape = tuple(graph.get("input", {}).get("shape", [1, 28, 28]))
-    norm_d = graph.get("input", {}).get("normalization")
+    shape = tuple(graph["inputs"][0].get("shape") or [1, 28, 28])
+    norm_d = graph["inputs"][0].get("normalization")
     norm = Normalization.from_dict(norm_d, f"{path}: input normalization") if norm_d else None
     root = None if data in (None, "fashion-mnist") else data
     torch.manual_seed(seed)
@@ -219,7 +219,7 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
     test_x, test_y = load_data("test", root) if want_acc else (None, None)
     rng = np.random.default_rng(seed)
     bench_x = norm.apply(test_x[:256]) if want_acc else \
-        norm.apply(rng.integers(0, 256, (256,) + shape[1:], dtype=np.uint8))
+        norm.apply(rng.integers(0, 256, (256,) + shape, dtype=np.uint8))
     bench_x = np.ascontiguousarray(bench_x.reshape((len(bench_x),) + shape), np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         cache: dict[int, list] = {}
@@ -239,7 +239,8 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
             if r.name == "lowbit":
                 e["kernel"] = r.info["kernel"]
                 if profile:
-                    e["layers"] = r.info["runtime"].profile_ops(bench_x[:1], calls=10)
+                    e["layers"] = r.info["runtime"].profile_ops(bench_x[:1], calls=10,
+                                                                     normalized=True)
                 if want_acc:
                     e.update(runtime_accuracy(path, root, r.threads))
             else:

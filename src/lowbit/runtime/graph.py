@@ -30,6 +30,7 @@ from lowbit.runtime import bitconv as B
 from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
 from lowbit.runtime.float_ops import conv2d_float, conv_matrix
+from lowbit.runtime.inputs import check_input
 from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, fold_float_threshold,
                                 maxpool, sign_bits, threshold_bits)
 
@@ -149,24 +150,22 @@ class Runtime:
         return {n: l.weight_bytes() for n, l in self.layers.items()}
 
     # -- inference ----------------------------------------------------------------------------
-    def _input(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype == np.uint8:                     # the look-up tables training used
-            if x.ndim == 3:
-                x = x[:, None]
-            return self._table[np.arange(x.shape[1])[None, :, None, None], x]
-        x = x.astype(np.float32, copy=False)
-        shape = self.inputs[0].get("shape")
-        if shape is not None and x.ndim == len(shape):
-            x = x[:, None]
-        return x
+    def _input(self, x, normalized: bool = False) -> np.ndarray:
+        """The float32 NCHW input of the graph, from uint8 pixels (the default: through the
+        stored normalisation tables) or, with ``normalized=True``, from float input already
+        normalised as in training.  Refuses anything else (``lowbit.runtime.inputs``)."""
+        x = check_input(x, self.inputs[0], normalized, self.path)
+        if normalized:
+            return x
+        return self._table[np.arange(x.shape[1])[None, :, None, None], x]
 
     def op_label(self, i: int) -> str:
         """``"NN name"`` (or ``"NN kind"``) of graph op ``i``: the keys of ``profile``."""
         op = self.ops[i]
         return f"{i:02d} {op.get('name') or op['op']}"
 
-    def run(self, x, record: dict | None = None, profile: dict | None = None) -> dict:
+    def run(self, x, record: dict | None = None, profile: dict | None = None,
+            normalized: bool = False) -> dict:
         """Every graph output of uint8 images (N, H, W) / (N, C, H, W) (normalised with the
         stored constants) or already-normalised float input: ``{value: float32 array}`` in
         torch's layout.  ``record``: a dict that receives every bitwise layer's integer
@@ -175,7 +174,7 @@ class Runtime:
         tick = time.perf_counter if profile is not None else None
         if tick:
             t0 = tick()
-        vals = {self.inputs[0]["name"]: self._input(x)}
+        vals = {self.inputs[0]["name"]: self._input(x, normalized)}
         if tick:
             profile["input"] = profile.get("input", 0.0) + (tick() - t0)
         t = self.threads
@@ -192,18 +191,19 @@ class Runtime:
                     del vals[v]
         return {v: as_float(vals[v]) for v in self.outputs}
 
-    def logits(self, x, record: dict | None = None, profile: dict | None = None) -> np.ndarray:
+    def logits(self, x, record: dict | None = None, profile: dict | None = None,
+               normalized: bool = False) -> np.ndarray:
         """The first graph output as float32 (N, F) (see ``run``)."""
-        out = self.run(x, record, profile)[self.outputs[0]]
+        out = self.run(x, record, profile, normalized)[self.outputs[0]]
         return out.reshape(out.shape[0], -1)
 
-    def profile_ops(self, x, calls: int = 10) -> list[dict]:
+    def profile_ops(self, x, calls: int = 10, normalized: bool = False) -> list[dict]:
         """Per-op wall time of one ``logits(x)`` call, averaged over ``calls`` calls after one
         warm-up: ``[{"name", "op", "ms"}]`` (the ``layers`` field of a report record)."""
-        self.logits(x)
+        self.logits(x, normalized=normalized)
         prof: dict = {}
         for _ in range(max(1, calls)):
-            self.logits(x, profile=prof)
+            self.logits(x, profile=prof, normalized=normalized)
         kinds = {self.op_label(i): op["op"] for i, op in enumerate(self.ops)}
         return [{"name": k, "op": kinds.get(k, "normalize"), "ms": 1e3 * s / max(1, calls)}
                 for k, s in prof.items()]
@@ -238,10 +238,14 @@ class Runtime:
             return float_ops.concat(*[as_float(a) for a in xs])
         return float_ops._UNARY[kind](as_float(v), op, None)
 
-    def predict(self, x, batch: int = 1000) -> np.ndarray:
-        """Class indices (int64) of a batch of images."""
-        x = np.asarray(x)
-        out = [self.logits(x[s:s + batch]).argmax(axis=1) for s in range(0, len(x), batch)]
+    def predict(self, x, batch: int = 1000, normalized: bool = False) -> np.ndarray:
+        """Class indices (int64) of images: uint8 pixels (N, H, W) / (N, C, H, W), or float
+        input already normalised with ``normalized=True``; ``batch`` images per call."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"predict: batch must be an integer >= 1, got {batch!r}")
+        x = check_input(x, self.inputs[0], normalized, self.path)
+        out = [self.logits(x[s:s + batch], normalized=normalized).argmax(axis=1)
+               for s in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
