@@ -95,3 +95,50 @@ def test_runtime_refuses_an_edited_file(tmp_path):
     codec.save(tmp_path / "bad.lbm", graph, tensors)
     with pytest.raises(FormatError, match=r"bad.lbm: graph: op 4 \(global_avgpool\): input 'bogus'"):
         Runtime(tmp_path / "bad.lbm")
+
+
+# ---- re-signed files with an edited graph or tensors: refused at load, naming op and field ----
+def _resign(tmp_path, edit_graph=None, edit_sections=None):
+    from lowbit.codec import container
+    header, sections = container.load(FIXTURES / "v1-bnn-lenet5.lbm")
+    g = parse(header["graph"], "g")
+    if edit_graph:
+        edit_graph({op.get("name") or op["op"]: op for op in g["ops"]}, g)
+    if edit_sections:
+        edit_sections(sections)
+    header["graph"] = g
+    container.save(tmp_path / "e.lbm", header, sections)
+    return tmp_path / "e.lbm"
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda ops, g: ops["conv2"].update(in_channels=ops["conv2"]["in_channels"] + 1),
+     r"op 3 'conv2' \(qconv2d\): field 'weight': shape \(15, 5, 5, 6\), expected .*\(15, 5, 5, 7\)"),
+    (lambda ops, g: ops["conv2"].update(out="bogus"), r"'conv2'.*field 'out': expected 'float' or 'bits'"),
+    (lambda ops, g: ops["conv2"].update(stride=[0, 1]), r"'conv2'.*'stride': expected two integers >= 1"),
+    (lambda ops, g: ops["conv2"].pop("threshold"), r"'conv2'.*out 'bits' needs fields 'threshold' and 'flip'"),
+    (lambda ops, g: ops["conv2"].update(kernel=[30, 5], in_channels=6),
+     r"'conv2'.*field 'weight': shape \(15, 5, 5, 6\)"),
+    (lambda ops, g: ops["fc1"].update(in_channels=10), r"'fc1' \(qdense\): field 'weight'"),
+    (lambda ops, g: ops["conv1"].update(padding=[-1, 0]), r"'conv1'.*'padding': expected two integers >= 0"),
+    (lambda ops, g: ops["bn4"].update(eps=0), r"'bn4'.*'eps': expected a positive number"),
+    (lambda ops, g: ops["maxpool2d"].update(kernel=[40, 40]), r"op 1 \(maxpool2d\): kernel 40"),
+    (lambda ops, g: ops["conv2"].update(w_levels="quaternary"), r"'conv2'.*'w_levels'"),
+    (lambda ops, g: ops["conv2"].update(**{"in": "gray"}), r"'conv2'.*field 'in'"),
+])
+def test_edited_and_resigned_files_are_refused(tmp_path, edit, match):
+    from lowbit.runtime.graph import Runtime
+    path = _resign(tmp_path, edit_graph=edit)
+    with pytest.raises(FormatError, match=match):
+        Runtime(path)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    from lowbit.runtime.graph import Runtime
+
+    def poison(sections):
+        w = sections["conv1.weight"].copy()
+        w.flat[3] = np.nan
+        sections["conv1.weight"] = w
+    with pytest.raises(FormatError, match=r"tensor 'conv1.weight': raw tensor: contains NaN"):
+        Runtime(_resign(tmp_path, edit_sections=poison))

@@ -14,9 +14,9 @@ Never imports torch.
 from lowbit.codec.container import FormatError, is_container
 from lowbit.codec import bitpack, huffman, sparse, compressed, container, model
 from lowbit.codec import packed  # registers the 'packed' tensor encoding
-from lowbit.codec import fold, graph, rewrite
+from lowbit.codec import fold, graph, rewrite, shapes
 from lowbit.codec.model import ModelFile, Tensor, load, save
 
 __all__ = ["FormatError", "is_container", "ModelFile", "Tensor", "load", "save", "bitpack",
            "huffman", "sparse", "compressed", "container", "model", "packed", "fold", "graph",
-           "rewrite"]
+           "rewrite", "shapes"]

@@ -153,6 +153,8 @@ def decode(entry: dict[str, Any], data: bytes) -> np.ndarray:
         raise FormatError(f"dc data: codebook ({pos} bytes) + index ({il} bytes) exceed the "
                           f"section ({len(data)} bytes)")
     book = np.frombuffer(data[:pos], dtype=vdt).astype(np.float32)
+    if not np.isfinite(book).all():
+        raise FormatError("dc data: the codebook contains NaN or inf")
     index, values = data[pos:pos + il], data[pos + il:]
     if store == "sparse":
         if not 1 <= ib <= 16:
@@ -169,6 +171,8 @@ def decode(entry: dict[str, Any], data: bytes) -> np.ndarray:
             raise FormatError(f"dc data: {count} raw {cbname} values need "
                               f"{count * vdt.itemsize} bytes, got {len(values)}")
         kept = np.frombuffer(values, dtype=vdt).astype(np.float32)
+        if not np.isfinite(kept).all():
+            raise FormatError("dc data: raw values contain NaN or inf")
     else:
         if vb != _value_bits(k):
             raise FormatError(f"dc entry: value bits {vb} do not match codebook size {k}")

@@ -72,6 +72,8 @@ OPS: dict[str, tuple[int, int | None, tuple[str, ...], tuple[str, ...]]] = {
     "concat": (2, None, (), ()),
 }
 DTYPES = ("uint8", "float32")
+IN_MODES = ("sign", "xnor", "uint8", "dorefa", "dorefa-float", "float")
+W_LEVELS = ("binary", "ternary", "planes", "float")
 
 
 def new_graph(inputs: list[dict], ops: list[dict], outputs: list[str]) -> dict[str, Any]:
@@ -158,6 +160,10 @@ def _check_attrs(where: str, op: dict) -> None:
             v = op[key]
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise FormatError(f"{where}: field {key!r}: expected a positive integer, got {v!r}")
+        for key, known in (("in", IN_MODES), ("w_levels", W_LEVELS)):
+            if op[key] not in known:
+                raise FormatError(f"{where}: field {key!r}: expected one of {', '.join(known)}, "
+                                  f"got {op[key]!r}")
         if op["out"] not in ("float", "bits"):
             raise FormatError(f"{where}: field 'out': expected 'float' or 'bits', "
                               f"got {op['out']!r}")

@@ -42,6 +42,8 @@ def register_decoder(enc: str, fn: Decoder) -> None:
 def _decode_raw(entry: dict, section: Any) -> np.ndarray:
     if not isinstance(section, np.ndarray):
         raise FormatError("raw tensor: the section is not an array")
+    if section.dtype.kind == "f" and not np.isfinite(section).all():
+        raise FormatError("raw tensor: contains NaN or inf")
     return section
 
 
@@ -123,6 +125,20 @@ class ModelFile:
             except FormatError as e:
                 raise FormatError(f"{self.path}: tensor {name!r}: {e}") from None
         return self._cache[name]
+
+    def tensor_shape(self, name: str) -> tuple[int, ...]:
+        """The logical shape of tensor ``name`` without decoding it: a raw section's own shape,
+        else the entry's ``shape`` (packed and Deep-Compression tensors)."""
+        if name not in self.entries:
+            raise FormatError(f"{self.path}: no tensor {name!r}")
+        entry = self.entries[name]
+        if isinstance(entry, dict) and entry.get("enc") == "raw":
+            return tuple(np.shape(self.sections[name]))
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(v, int) and v >= 0 for v in shape):
+            raise FormatError(f"{self.path}: tensor {name!r}: field 'shape': expected a list of "
+                              f"sizes, got {shape!r}")
+        return tuple(shape)
 
     @property
     def tensors(self) -> dict[str, np.ndarray]:

@@ -72,6 +72,7 @@ class Runtime:
             raise ValueError(f"threads: expected a positive integer, got {threads!r}")
         self.mf = codec.load(self.path)
         self.graph = codec.graph.parse(self.mf.graph, f"{self.path}: graph", self.mf.entries)
+        self.shapes = codec.shapes.infer(self.graph, self.mf.tensor_shape, f"{self.path}: graph")
         self.meta = self.mf.meta
         self.ops = self.graph["ops"]
         self.inputs, self.outputs = self.graph["inputs"], self.graph["outputs"]
