@@ -26,7 +26,6 @@ import numpy as np
 
 from lowbit import codec
 from lowbit.runtime import float_ops
-from lowbit.runtime import bitconv as B
 from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
 from lowbit.runtime.float_ops import conv2d_float, conv_matrix
@@ -88,7 +87,9 @@ class Runtime:
         readers = codec.graph.consumers(self.graph)
         for i, op in enumerate(self.ops):
             self._plan(i, op, readers)
-        self._free = self._lifetimes(readers)
+        free = self._lifetimes(readers)
+        self._schedule = [(i, op, tuple(op["inputs"]), op["outputs"][0], tuple(free[i]))
+                          for i, op in enumerate(self.ops)]
         spec = self.inputs[0]
         shape = spec.get("shape") or [1]
         self._channels = shape[0] if len(shape) == 3 else 1
@@ -158,45 +159,58 @@ class Runtime:
         x = check_input(x, self.inputs[0], normalized, self.path)
         if normalized:
             return x
-        return self._table[np.arange(x.shape[1])[None, :, None, None], x]
+        if x.shape[1] == 1:
+            return self._table[0][x]                                # one table look-up
+        out = np.empty(x.shape, np.float32)
+        for c in range(x.shape[1]):
+            out[:, c] = self._table[c][x[:, c]]
+        return out
 
     def op_label(self, i: int) -> str:
         """``"NN name"`` (or ``"NN kind"``) of graph op ``i``: the keys of ``profile``."""
         op = self.ops[i]
         return f"{i:02d} {op.get('name') or op['op']}"
 
-    def run(self, x, record: dict | None = None, profile: dict | None = None,
-            normalized: bool = False) -> dict:
-        """Every graph output of uint8 images (N, H, W) / (N, C, H, W) (normalised with the
-        stored constants) or already-normalised float input: ``{value: float32 array}`` in
-        torch's layout.  ``record``: a dict that receives every bitwise layer's integer
-        accumulators (torch layout) -- for tests.  ``profile``: a dict whose ``op_label(i)``
-        entries accumulate each op's wall seconds (``"input"``: the normalisation)."""
+    def _forward(self, x, record, profile, normalized) -> dict:
+        """The graph outputs' values as computed (float arrays or Bits)."""
         tick = time.perf_counter if profile is not None else None
         if tick:
             t0 = tick()
         vals = {self.inputs[0]["name"]: self._input(x, normalized)}
         if tick:
             profile["input"] = profile.get("input", 0.0) + (tick() - t0)
-        t = self.threads
+        t, step = self.threads, self._step
         with BlasThreads(self._blas_threads):
-            for i, op in enumerate(self.ops):
-                if tick:
-                    t0 = tick()
-                vals[op["outputs"][0]] = self._step(i, op, [vals[v] for v in op["inputs"]], t,
-                                                    record)
-                if tick:
-                    key = self.op_label(i)
-                    profile[key] = profile.get(key, 0.0) + (tick() - t0)
-                for v in self._free[i]:
+            if tick is None:
+                for i, op, ins, out, free in self._schedule:
+                    vals[out] = step(i, op, [vals[v] for v in ins], t, record)
+                    for v in free:
+                        del vals[v]
+                return vals
+            for i, op, ins, out, free in self._schedule:
+                t0 = tick()
+                vals[out] = step(i, op, [vals[v] for v in ins], t, record)
+                key = self.op_label(i)
+                profile[key] = profile.get(key, 0.0) + (tick() - t0)
+                for v in free:
                     del vals[v]
+        return vals
+
+    def run(self, x, record: dict | None = None, profile: dict | None = None,
+            normalized: bool = False) -> dict:
+        """Every graph output of uint8 images (N, H, W) / (N, C, H, W) (normalised with the
+        stored constants) or already-normalised float input (``normalized=True``):
+        ``{value: float32 array}`` in torch's layout.  ``record``: a dict that receives every
+        bitwise layer's integer accumulators (torch layout) -- for tests.  ``profile``: a dict
+        whose ``op_label(i)`` entries accumulate each op's wall seconds (``"input"``: the
+        normalisation)."""
+        vals = self._forward(x, record, profile, normalized)
         return {v: as_float(vals[v]) for v in self.outputs}
 
     def logits(self, x, record: dict | None = None, profile: dict | None = None,
                normalized: bool = False) -> np.ndarray:
         """The first graph output as float32 (N, F) (see ``run``)."""
-        out = self.run(x, record, profile, normalized)[self.outputs[0]]
-        return out.reshape(out.shape[0], -1)
+        return as_float(self._forward(x, record, profile, normalized)[self.outputs[0]], flat=True)
 
     def profile_ops(self, x, calls: int = 10, normalized: bool = False) -> list[dict]:
         """Per-op wall time of one ``logits(x)`` call, averaged over ``calls`` calls after one
@@ -249,26 +263,3 @@ class Runtime:
                for s in range(0, len(x), batch)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
-
-def run_command(path: str, data: str = "fashion-mnist", threads: int = 1, limit: int | None = None) -> int:
-    """``lowbit run FILE --data fashion-mnist``: test accuracy through the runtime."""
-    import sys
-    import time
-    from lowbit.data import DataError
-    from lowbit.data import load as load_data
-    try:
-        rt = Runtime(path, threads)
-        images, labels = load_data("test", None if data == "fashion-mnist" else data)
-        if limit:
-            images, labels = images[:limit], labels[:limit]
-        t0 = time.perf_counter()
-        pred = rt.predict(images)
-        dt = time.perf_counter() - t0
-    except (codec.FormatError, DataError, ValueError, KeyError, OSError) as e:
-        print(f"lowbit run: error: {e}", file=sys.stderr)
-        return 2
-    acc = float((pred == labels).mean())
-    name = (rt.meta.get("model") or {}).get("name", "model")
-    print(f"{path}: {name}: test accuracy {acc:.2%} ({int((pred == labels).sum())}/{labels.size}) "
-          f"in {dt:.2f} s, {threads} thread(s), kernels {B.conv_kernel_name()}")
-    return 0
