@@ -1,0 +1,87 @@
+"""Runtime == torch eval on the whole Fashion-MNIST test set (10 000 images): every recipe
+(random weights, random BatchNorm statistics with negative gammas and exact ties, as in
+tests/runtime/test_export.py) and the three models defined only in tests/runtime/test_dag.py.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exactness.py [--json PATH]
+
+Prints, per model, how many of the 10 000 predictions differ and the largest float difference
+relative to the largest logit.  Trained checkpoints can be added with --checkpoint (repeatable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+
+from test_dag import NORM1, NORM3, ResidualBinary, RGBNet, _float_bn_net, _fmnist  # noqa: E402
+from test_export import CASES, NORM, randomize_bn  # noqa: E402
+
+from lowbit.runtime.graph import Runtime  # noqa: E402
+from lowbit.train.checkpoint import build_model, load_model  # noqa: E402
+from lowbit.train.export import export_model  # noqa: E402
+
+
+def compare(model, images, norm, shape, tmp) -> dict:
+    model.eval()
+    path = Path(tmp) / "m.lbm"
+    export_model(model, path, norm, input_shape=shape)
+    mean = np.asarray(norm["mean"], np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], np.float64).reshape(1, -1, 1, 1)
+    x = ((images / 255.0 - mean) / std).astype(np.float32)
+    rt = Runtime(path)
+    ref, out = [], []
+    with torch.no_grad():
+        for s in range(0, len(x), 1000):
+            ref.append(model(torch.from_numpy(x[s:s + 1000])).numpy())
+            out.append(rt.logits(images[s:s + 1000]))
+    ref, out = np.concatenate(ref), np.concatenate(out)
+    rel = float(np.abs(out - ref).max() / max(1.0, np.abs(ref).max()))
+    return {"images": len(images), "mismatches": int((out.argmax(1) != ref.argmax(1)).sum()),
+            "max_rel_diff": rel}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json")
+    ap.add_argument("--checkpoint", action="append", default=[])
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    gray = _fmnist(10000)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in CASES:
+            torch.manual_seed(0)
+            m = build_model(name, **kw)
+            randomize_bn(m)
+            rows[f"{name} {kw or ''}".strip()] = compare(m, gray, NORM, (1, 28, 28), tmp)
+            print(list(rows.items())[-1], flush=True)
+        for label, make, norm, c, size in [("test: residual binary", ResidualBinary, NORM1, 1, 28),
+                                           ("test: RGB 3x32x32", RGBNet, NORM3, 3, 32),
+                                           ("test: float + BN", _float_bn_net, NORM1, 1, 28)]:
+            torch.manual_seed(0)
+            m = make()
+            randomize_bn(m)
+            rows[label] = compare(m, _fmnist(10000, c, size), norm, (c, size, size), tmp)
+            print(list(rows.items())[-1], flush=True)
+        for ck in args.checkpoint:
+            m, meta = load_model(ck)
+            shape = tuple(meta.get("input_shape") or (1, 28, 28))
+            rows[f"trained: {ck}"] = compare(m, gray, meta["normalization"].to_dict(), shape, tmp)
+            print(list(rows.items())[-1], flush=True)
+    bad = sum(r["mismatches"] for r in rows.values())
+    print(f"{len(rows)} models x 10000 images: {bad} predictions differ")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
