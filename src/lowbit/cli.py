@@ -9,6 +9,10 @@ import argparse
 import os
 import sys
 
+from lowbit import __version__
+from lowbit.cliargs import (TORCH_HINT, Parser, fail, input_size, key_value, model_ref,
+                            nonneg_int, positive_int, torch_missing)
+
 # Before torch (OpenMP) loads: idle OpenMP workers sleep instead of spinning ~10 ms after each
 # parallel region, which would take the cores of whatever runs next (benchmarks, the runtime).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -81,26 +85,45 @@ def _bench_model(args: argparse.Namespace) -> int:
 def _add_runtime(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to a lowbit model file (packed "
                                       "weights, BatchNorm folded into thresholds)")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("out", metavar="OUT")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a training checkpoint (checkpoint.pt)")
+    p.add_argument("out", metavar="FILE", nargs="?", help=argparse.SUPPRESS)  # old positional form
+    p.add_argument("-o", "--output", metavar="FILE", help="the model file to write (required)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--input-size", type=input_size, metavar="C,H,W",
+                   help="input shape to export for (default: the one the checkpoint was "
+                        "trained on)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("run", help="test accuracy of a model file through the torch-free runtime")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder of IDX files")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p = sub.add_parser("run", help="test accuracy of a model file through the torch-free runtime "
+                                   "(the same as lowbit eval FILE)")
+    p.add_argument("file", metavar="FILE", help="a lowbit model file (lowbit export / compress)")
+    _add_file_eval_args(p)
     p.set_defaults(func=_run)
 
 
+def _add_file_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
+    p.add_argument("--threads", type=positive_int, default=1, help="kernel / torch CPU threads")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="only the first N test images")
+
+
 def _export(args: argparse.Namespace) -> int:
+    if args.out and args.output:
+        return fail("export", f"give the output file once: -o {args.output} or {args.out}")
+    out = args.output or args.out
+    if not out:
+        return fail("export", "-o/--output FILE is required (the model file to write)")
+    if torch_missing():
+        return fail("export", TORCH_HINT)
     from lowbit.train.export import export_checkpoint
-    return export_checkpoint(args.checkpoint, args.out)
+    return export_checkpoint(args.checkpoint, out, input_shape=args.input_size,
+                             overwrite=args.overwrite)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lowbit.runtime.graph import run_command
-    return run_command(args.file, args.data, args.threads, args.limit)
+    from lowbit.runtime.evaluate import file_command
+    return file_command(args.file, args.data, args.threads, args.limit, cmd="run")
 
 
 def _bench_kernels(args: argparse.Namespace) -> int:
@@ -109,108 +132,119 @@ def _bench_kernels(args: argparse.Namespace) -> int:
                portable=not args.no_portable)
 
 
-def _model_name(value: str) -> str:
-    """argparse type for --model: the choices are registry.names(), looked up only when used."""
-    from lowbit.train import registry
-    if value not in registry.names():
-        raise argparse.ArgumentTypeError(
-            f"unknown model {value!r}; choose from: {', '.join(registry.names())}")
-    return value
+DATA_HELP = ("'fashion-mnist' (searched in $LOWBIT_DATA, /usr/share/datasets/fashion-mnist), "
+             "a folder of IDX files (MNIST names), a .npz file (x, y) or a folder with "
+             "train.npz / test.npz, or an image folder (CLASS/IMAGE, optionally under train/ "
+             "and test/)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-arg", action="append", default=[], type=key_value,
+                   metavar="KEY=VALUE", help="an argument of the model's builder (repeatable), "
+                   "typed by its signature, e.g. width=0.5, order=CBAP, first_layer=bitplane")
+    p.add_argument("--input-size", type=input_size, metavar="C,H,W",
+                   help="input shape (default: the data's; image folders are resized to it)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    data_help = "'fashion-mnist' (default search: $LOWBIT_DATA, /usr/share/datasets/fashion-mnist) " \
-                "or a folder with the four IDX files (real MNIST works too)"
-    p = sub.add_parser("train", help="train a registered model; checkpoint every epoch")
-    p.add_argument("--model", required=True, type=_model_name, metavar="NAME",
-                   help="a registered model (lenet300, lenet5, and the recipes of lowbit.train)")
-    p.add_argument("--data", default="fashion-mnist", help=data_help)
-    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint.pt, history.json, result.json go here")
+    p = sub.add_parser("train", help="train a registered model or your own; checkpoint every epoch")
+    p.add_argument("--model", required=True, type=model_ref, metavar="NAME|MODULE:FUNCTION",
+                   help="a registered model (lenet300, lenet5, the recipes of lowbit.train: see "
+                        "lowbit summary NAME) or package.module:function returning an nn.Module")
+    _add_model_args(p)
+    p.add_argument("--bits", default=None, metavar="W,A,G",
+                   help="weight, activation, gradient bits of dorefa-lenet5, e.g. 1,2,6 or 2,2,32")
+    p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for checkpoint.pt, history.json, result.json")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the recipe's")
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--val-size", type=nonneg_int, default=None, metavar="N",
+                   help="training images held out for validation (default: min(5000, 10%% of "
+                        "them))")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start over even if --out has a checkpoint")
     p.add_argument("--seed", type=int, default=None, help="default 0 (a resumed run keeps its own)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--bits", default=None, metavar="W,A,G",
-                   help="weight, activation, gradient bits of dorefa-lenet5, e.g. 1,2,6 or 2,2,32")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="a builder argument of the recipe (repeatable), e.g. order=CBAP, levels=5, "
-                        "first_layer=bitplane")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when torch sees it, else CPU")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--data", default="fashion-mnist", help=data_help)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None)
-    p.set_defaults(func=_eval)
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint (torch) or of a model file "
+                                    "(the runtime, like lowbit run)")
+    p.add_argument("target", metavar="CHECKPOINT|FILE")
+    _add_file_eval_args(p)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="checkpoints only")
+    p.set_defaults(func=_eval, threads=None)
 
-    p = sub.add_parser("summary", help="per-layer params, bytes and MACs of a checkpoint or model name")
-    p.add_argument("target", metavar="CHECKPOINT|MODEL_NAME")
+    p = sub.add_parser("summary", help="per-layer shapes, bits, bytes, MACs and BOPs of a model "
+                                       "file, a checkpoint or a model")
+    p.add_argument("target", metavar="FILE|CHECKPOINT|NAME|MODULE:FUNCTION")
+    _add_model_args(p)
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("demo", help="the main job end to end: train float / binary / "
                                     "Deep-Compression LeNet-5, run them in the runtime, "
                                     "benchmark against PyTorch and ONNX Runtime, write a report")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-size", type=int, default=20000, help="training images (subset)")
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--epochs", type=positive_int, default=2, help="training epochs per model")
+    p.add_argument("--train-size", type=positive_int, default=20000, help="training images (subset)")
+    p.add_argument("--repeats", type=positive_int, default=15, help="benchmark repeats")
     p.add_argument("--no-compress", action="store_true", help="leave out Deep Compression")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1000 images, 1 epoch)")
-    p.add_argument("--out", default="runs/demo", metavar="DIR")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--data", default="fashion-mnist", help=data_help)
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="report, models, runs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="training device")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
     p.set_defaults(func=_demo)
 
 
 def _train(args: argparse.Namespace) -> int:
+    if torch_missing():
+        return fail("train", TORCH_HINT)
     from lowbit.train.commands import train
     return train(args.model, args.data, args.epochs, args.out, resume=args.resume, seed=args.seed,
                  device=args.device, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
-                 val_size=args.val_size, overwrite=args.overwrite,
-                 model_kwargs=_model_kwargs(args))
-
-
-def _model_kwargs(args: argparse.Namespace) -> dict | None:
-    """--model-arg KEY=VALUE (ints, floats, true/false, else strings) and --bits W,A,G."""
-    out: dict = {}
-    for item in args.model_arg:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"lowbit train: error: --model-arg: expected KEY=VALUE, got {item!r}")
-        for conv in (int, float):
-            try:
-                out[key] = conv(value)
-                break
-            except ValueError:
-                pass
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    if args.bits is not None:
-        out["bits"] = args.bits
-    return out or None
+                 val_size=args.val_size, overwrite=args.overwrite, model_args=args.model_arg,
+                 model_kwargs={"bits": args.bits} if args.bits is not None else None,
+                 input_size=args.input_size)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from lowbit.codec import is_container
-    if is_container(args.checkpoint):  # a lowbit model file: runs without torch
-        from lowbit.runtime.evaluate import eval_command
-        return eval_command(args.checkpoint, None if args.data == "fashion-mnist" else args.data)
+    if is_container(args.target):  # a lowbit model file: runs without torch
+        from lowbit.runtime.evaluate import file_command
+        return file_command(args.target, args.data, args.threads or 1, args.limit, cmd="eval")
+    if not os.path.exists(args.target):
+        return fail("eval", f"{args.target}: no such file (expected a checkpoint or a lowbit "
+                            f"model file)")
+    if torch_missing():
+        return fail("eval", TORCH_HINT)
     from lowbit.train.commands import eval_checkpoint
-    return eval_checkpoint(args.checkpoint, args.data, device=args.device, threads=args.threads)
+    return eval_checkpoint(args.target, args.data, device=args.device, threads=args.threads,
+                           limit=args.limit)
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from lowbit.codec import is_container
+    if is_container(args.target):  # a lowbit model file: no torch
+        if args.input_size or args.model_arg:
+            return fail("summary", f"{args.target}: a model file has a fixed input shape and "
+                                   f"built model; --input-size / --model-arg are for "
+                                   f"checkpoints and model names")
+        from lowbit.runtime.summary import summary_command
+        return summary_command(args.target)
+    if torch_missing():
+        return fail("summary", TORCH_HINT)
     from lowbit.train.commands import summary
-    return summary(args.target)
+    return summary(args.target, args.input_size, args.model_arg)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if torch_missing():
+        return fail("demo", TORCH_HINT)
     from lowbit.demo import main as run
     return run(out=args.out, epochs=args.epochs, device=args.device, threads=args.threads,
                data=args.data, train_size=args.train_size, repeats=args.repeats,
@@ -220,26 +254,28 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="Deep Compression: prune, share weights, Huffman-code "
                                          "a float checkpoint into a model file")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--out", required=True, metavar="FILE", help="the model file to write")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a float training checkpoint")
+    p.add_argument("-o", "--output", metavar="FILE", help="the model file to write (required)")
+    p.add_argument("--out", dest="output_old", metavar="FILE", help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--json", metavar="REPORT", help="write the report (ratios, accuracies) here")
     p.add_argument("--prune", metavar="SPEC", help="sparsity per layer: 0.9 | fc1=0.92,conv=0.5 "
                    "| 1.5std (threshold q*std); default: the model's preset (lowbit.train.compress)")
-    p.add_argument("--bits", metavar="SPEC", help="weight-sharing bits: 5 | conv=8,fc=5 | fc1=6 "
-                   "(0 = no sharing); default: preset")
-    p.add_argument("--index-bits", metavar="SPEC", help="relative-index bits (default: preset; "
-                   "5 for LeNets, else conv=8,fc=5)")
+    p.add_argument("--share-bits", metavar="SPEC", help="weight-sharing bits per layer: 5 | "
+                   "conv=8,fc=5 | fc1=6 (0 = no sharing); default: the model's preset")
+    p.add_argument("--index-bits", metavar="SPEC", help="relative-index bits per layer "
+                   "(default: the preset's; 5 for LeNets, else conv=8,fc=5)")
     p.add_argument("--huffman", action="store_true", help="write the Huffman-coded file (P+Q+H)")
     p.add_argument("--schedule", default="gradual", choices=["gradual", "iterative"],
                    help="gradual: one retraining run, sparsity rising every 50 steps to the "
                         "target at 60%% of it; iterative: --prune-steps prune->retrain rounds")
-    p.add_argument("--prune-steps", type=int, default=3, help="iterative: prune->retrain rounds")
-    p.add_argument("--prune-epochs", type=int, default=None,
+    p.add_argument("--prune-steps", type=positive_int, default=3, help="iterative: prune->retrain rounds")
+    p.add_argument("--prune-epochs", type=positive_int, default=None,
                    help="retraining epochs (gradual: in all; iterative: per round); default: preset")
-    p.add_argument("--share-epochs", type=int, default=None,
+    p.add_argument("--share-epochs", type=nonneg_int, default=None,
                    help="centroid fine-tuning epochs; default: preset")
-    p.add_argument("--lr-prune", type=float, default=1e-3)
-    p.add_argument("--lr-share", type=float, default=1e-4)
+    p.add_argument("--lr-prune", type=float, default=1e-3, help="learning rate while pruning")
+    p.add_argument("--lr-share", type=float, default=1e-4,
+                   help="learning rate of the centroid fine-tuning")
     p.add_argument("--init", default="linear", choices=["linear", "random", "density"],
                    help="k-means initialisation")
     p.add_argument("--codebook-dtype", default=None, choices=["f4", "f2"],
@@ -248,22 +284,34 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                    help="bias storage; default: preset")
     p.add_argument("--sensitivity", metavar="DIR", help="also write a per-layer pruning "
                    "sensitivity table + PNG here")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder of IDX files")
+    p.add_argument("--seed", type=int, default=0, help="k-means and retraining seed")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--data", default=None, help="default: the data the checkpoint was trained "
+                   "on (recorded by lowbit train), else fashion-mnist. " + DATA_HELP)
     p.set_defaults(func=_compress)
 
 
 def _compress(args: argparse.Namespace) -> int:
+    out = args.output or args.output_old
+    if args.output and args.output_old:
+        return fail("compress", "give the output file once: -o/--output FILE")
+    if not out:
+        return fail("compress", "-o/--output FILE is required (the model file to write)")
+    if args.output_old:
+        print("lowbit compress: warning: --out FILE is deprecated; use -o/--output FILE",
+              file=sys.stderr)
+    if torch_missing():
+        return fail("compress", TORCH_HINT)
+    from lowbit.runtime.evaluate import file_accuracy
     from lowbit.train.compress import main as run
-    return run(args.checkpoint, args.out, args.json, prune=args.prune, bits=args.bits,
+    return run(args.checkpoint, out, args.json, prune=args.prune, bits=args.share_bits,
                index_bits=args.index_bits, huffman=args.huffman, schedule=args.schedule,
                prune_steps=args.prune_steps,
                prune_epochs=args.prune_epochs, share_epochs=args.share_epochs,
                lr_prune=args.lr_prune, lr_share=args.lr_share, init=args.init,
                codebook_dtype=args.codebook_dtype, bias_dtype=args.bias_dtype,
                sensitivity=args.sensitivity, seed=args.seed, threads=args.threads,
-               data=None if args.data == "fashion-mnist" else args.data)
+               data=args.data, file_accuracy=file_accuracy)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -296,8 +344,10 @@ def _add_baselines(bsub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lowbit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser = Parser(prog="lowbit", description="Train, compress, export and run binary / "
+                    "low-bit vision models.  lowbit COMMAND --help shows a command's options.")
+    parser.add_argument("--version", action="version", version=f"lowbit {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_bench(sub)
     _add_compress(sub)

@@ -47,11 +47,50 @@ def test_train_eval_summary(tiny_dir, tmp_path, capsys):
 
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "none.pt")]) == 2
-    assert capsys.readouterr().err.strip() == f"lowbit eval: error: {tmp_path / 'none.pt'}: checkpoint not found"
+    assert capsys.readouterr().err.strip() == (f"lowbit eval: error: {tmp_path / 'none.pt'}: no "
+                                               f"such file (expected a checkpoint or a lowbit "
+                                               f"model file)")
     assert main(["train", "--model", "lenet5", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "Fashion-MNIST files not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--model", "no-such-model", "--out", str(tmp_path)])
-    assert "unknown model 'no-such-model'; choose from:" in capsys.readouterr().err
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no-such-model'; choose from:" in err and len(err.splitlines()) == 1
     assert main(["summary", "lenet5"]) == 0
     assert "2,293,000" in capsys.readouterr().out
+
+
+def test_version_and_defaults_in_help(capsys):
+    from lowbit import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"lowbit {__version__}"
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-o FILE, --output FILE" in out and "--share-bits SPEC" in out
+    assert "(default: 0.001)" in out and "--bits" not in out and "--out " not in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "(default: fashion-mnist)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--model", "lenet5", "--out", "o", "--batch-size", "0"], "--batch-size"),
+    (["train", "--model", "lenet5", "--out", "o", "--batch-size", "-5"], "--batch-size"),
+    (["train", "--model", "lenet5", "--out", "o", "--epochs", "0"], "--epochs"),
+    (["train", "--model", "lenet5", "--out", "o", "--threads", "0"], "--threads"),
+    (["train", "--model", "lenet5", "--out", "o", "--val-size", "-1"], "--val-size"),
+    (["train", "--model", "lenet5", "--out", "o", "--input-size", "3,32"], "--input-size"),
+    (["train", "--model", "lenet5", "--out", "o", "--model-arg", "width"], "--model-arg"),
+    (["run", "m.lbm", "--limit", "0"], "--limit"),
+    (["eval", "m.lbm", "--threads", "0"], "--threads"),
+    (["compress", "c.pt", "-o", "m.lbm", "--prune-epochs", "0"], "--prune-epochs"),
+])
+def test_bad_numbers_are_refused_by_the_parser(argv, flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"lowbit {argv[0]}: error: argument {flag}")

@@ -30,7 +30,8 @@ def test_compress_pipeline_end_to_end(tmp_path, fashion, capsys):
     out, rep = tmp_path / "m.lbm", tmp_path / "r.json"
     opts = Options(prune="fc1=0.9,fc2=0.9,fc3=0.5", bits="4", prune_steps=1, prune_epochs=1,
                    share_epochs=1, max_train=512, max_test=2000, huffman=True, progress=False)
-    report = run(str(ckpt), str(out), opts, str(rep))  # verifies bit-exact decoding itself
+    from lowbit.runtime.evaluate import file_accuracy
+    report = run(str(ckpt), str(out), opts, str(rep), file_accuracy)  # checks exact decoding
     saved = json.loads(rep.read_text())
     for key in ("ratio_pruned", "ratio_pq", "ratio_pqh", "file_bytes", "fp32_bytes",
                 "acc_float", "acc_compressed"):

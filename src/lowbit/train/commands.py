@@ -1,4 +1,5 @@
-"""What ``lowbit train`` / ``eval`` / ``summary`` do, callable without the command line.
+"""What ``lowbit train`` / ``eval`` / ``summary`` do on checkpoints and models (torch side),
+callable without the command line.
 
 Each function prints its result and returns a process exit code; user errors (missing or
 corrupt data, a bad checkpoint, an unknown model, contradictory settings) are printed as one
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 # OpenMP threads that spin while waiting steal the CPU from each other as soon as the machine
 # is shared (2-3x slower per batch measured on a busy 2-core box); sleeping costs little when
 # it is not.  Must be set before torch loads libgomp; a user's own setting wins.
@@ -21,14 +24,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from lowbit.data import DataError, load, train_val_split  # noqa: E402
+from lowbit.data import DataError, data_kind, load, train_val_split  # noqa: E402
 
-from . import registry  # noqa: E402
-from .checkpoint import CheckpointError, build_model, load_checkpoint, load_model  # noqa: E402
+from .checkpoint import (CheckpointError, build_model, builder_kwargs, load_checkpoint,  # noqa: E402
+                         load_model)
 from .loop import evaluate, fit, resolve_device  # noqa: E402
 from .summary import format_table, summarize  # noqa: E402
 
-__all__ = ["data_root", "train", "eval_checkpoint", "summary"]
+__all__ = ["data_root", "train", "eval_checkpoint", "summary", "load_shaped", "probe_model"]
 
 USER_ERRORS = (DataError, CheckpointError, ValueError, KeyError, FileExistsError,
                FileNotFoundError)
@@ -49,7 +52,8 @@ def user_errors(cmd: str) -> Callable:
 
 
 def data_root(data: str | None) -> str | None:
-    """``"fashion-mnist"`` (or None) -> the default search; anything else is a folder path."""
+    """``"fashion-mnist"`` (or None) -> the default search; anything else is a path that
+    ``lowbit.data.load`` reads (IDX folder, .npz file or folder, image folder)."""
     return None if data in (None, "", "fashion-mnist") else data
 
 
@@ -57,33 +61,107 @@ def _device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
 
+def _chw(images: np.ndarray) -> tuple[int, int, int]:
+    return (1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape[1:])  # type: ignore
+
+
+def _fmt(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def load_shaped(split: str, root: str | None, shape: tuple[int, int, int] | None = None,
+                wanted: str = "the model takes"):
+    """``(images, labels)`` of a split; with ``shape`` (C, H, W), an image folder is resized to
+    H x W, and other data must already have that shape (one clear error otherwise)."""
+    kind = data_kind(root)
+    size = tuple(shape[1:]) if shape is not None and kind == "image-folder" else None
+    images, labels = load(split, root, size=size)
+    if shape is not None and _chw(images) != tuple(shape):
+        raise ValueError(f"{root or 'fashion-mnist'}: the {split} images are "
+                         f"{_fmt(_chw(images))} (CxHxW), {wanted} {_fmt(shape)}"
+                         + ("" if kind == "image-folder" else
+                            "; only image folders can be resized"))
+    return images, labels
+
+
+def probe_model(name: str, kwargs: dict, shape, classes: int | None = None) -> int:
+    """Build ``name`` once and run it on zeros of ``(2, *shape)``: any failure becomes one
+    ValueError before training starts.  Returns the number of outputs (classes)."""
+    try:
+        model = build_model(name, **kwargs).eval()
+    except (KeyError, ValueError):
+        raise
+    except Exception as e:  # the user's builder: report, don't dump a traceback
+        raise ValueError(f"model {name}: building it with {kwargs or 'no arguments'} failed: "
+                         f"{type(e).__name__}: {e}") from None
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((2, *shape)))
+    except Exception as e:
+        raise ValueError(f"model {name}: does not run on {_fmt(shape)} (CxHxW) input: "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model {name}: expected logits of shape (N, classes), got {got} "
+                         f"for {_fmt(shape)} input")
+    if classes is not None and out.shape[1] < classes:
+        raise ValueError(f"model {name}: has {out.shape[1]} outputs but the labels go up to "
+                         f"{classes - 1}; give it {classes} classes (e.g. --model-arg "
+                         f"num_classes={classes} if it takes that argument)")
+    return int(out.shape[1])
+
+
+def _val_size(val_size: int | None, n: int, saved: dict | None) -> int:
+    if val_size is None:
+        if saved is not None and "val_size" in saved:
+            return int(saved["val_size"])
+        return min(5000, n // 10)
+    if val_size >= n:
+        raise ValueError(f"--val-size {val_size}: must be smaller than the number of training "
+                         f"images ({n})")
+    return val_size
+
+
 @user_errors("train")
 def train(model: str, data: str | None, epochs: int | None, out: str, resume: bool = False,
           seed: int | None = None, device: str = "auto", lr: float | None = None,
-          batch_size: int | None = None, threads: int | None = None, val_size: int = 5000,
-          overwrite: bool = False, progress: bool = True, model_kwargs: dict | None = None) -> int:
-    """Train ``model`` on the training split minus ``val_size`` validation images, report the
-    test accuracy, and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
-    ``model_kwargs`` go to the recipe's builder (e.g. ``{"bits": "1,2,6"}``)."""
-    registry.get(model)
+          batch_size: int | None = None, threads: int | None = None,
+          val_size: int | None = None, overwrite: bool = False, progress: bool = True,
+          model_kwargs: dict | None = None, model_args=(),
+          input_size: tuple[int, int, int] | None = None) -> int:
+    """Train ``model`` (a registry name or ``package.module:function``) on the training split
+    minus ``val_size`` validation images (default min(5000, 10%)), report the test accuracy,
+    and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
+    ``model_args``: ``[(key, "value")]`` typed by the builder's signature; ``model_kwargs``
+    (already typed, e.g. ``{"bits": "1,2,6"}``) are checked against it too.  ``input_size``
+    (C, H, W): default the data's; image folders are resized to it."""
+    from lowbit.cliargs import check_out_dir
+    check_out_dir(out)
+    kwargs = builder_kwargs(model, model_args, model_kwargs)
     if threads:
         torch.set_num_threads(threads)
     root = data_root(data)
-    images, labels = load("train", root)
-    test_images, test_labels = load("test", root)
+    images, labels = load_shaped("train", root, input_size, "--input-size asks for")
+    shape = _chw(images)
+    test_images, test_labels = load_shaped("test", root, shape)
     ckpt_file = Path(out) / "checkpoint.pt"
-    if resume and seed is None and ckpt_file.exists():  # the split must be the run's own
-        seed = load_checkpoint(ckpt_file)["config"].get("seed")
+    saved = load_checkpoint(ckpt_file)["config"] if resume and ckpt_file.exists() else None
+    if saved is not None and seed is None:  # the split must be the run's own
+        seed = saved.get("seed")
+    val_size = _val_size(val_size, len(labels), saved)
+    probe_model(model, kwargs, shape, int(max(labels.max(), test_labels.max())) + 1)
     split_seed = 0 if seed is None else seed
     tr, va = train_val_split(images, labels, val_size=val_size, seed=split_seed)
+    settings = {} if saved is not None else {
+        "input_shape": list(shape), "data": os.path.abspath(root) if root else "fashion-mnist"}
     t0 = time.perf_counter()
     result = fit(model, tr, va if val_size else None, epochs=epochs, lr=lr,
                  batch_size=batch_size, seed=seed, device=device, out_dir=out, resume=resume,
-                 overwrite=overwrite, progress=progress, kwargs=model_kwargs)
+                 overwrite=overwrite, progress=progress, kwargs=kwargs, **settings)
     wall = time.perf_counter() - t0
     acc = evaluate(result.model, test_images, test_labels)
     dev = resolve_device(device)
-    summary_ = summarize(result.model)
+    summary_ = summarize(result.model, (1, *shape))
     info = {
         "model": model, "epochs": result.config["epochs"], "test_acc": acc,
         "test_images": int(len(test_labels)),
@@ -91,8 +169,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
         "wall_seconds_this_invocation": round(wall, 1),
         "train_seconds_all_epochs": round(sum(h["seconds"] for h in result.history), 1),
         "device": _device_name(dev), "params": summary_.params, "bytes_fp32": summary_.bytes_fp32,
-        "macs": summary_.macs, "config": result.config, "command": "lowbit " + " ".join(sys.argv[1:]),
-        "checkpoint": str(result.checkpoint),
+        "macs": summary_.macs, "input_shape": list(shape), "config": result.config,
+        "command": "lowbit " + " ".join(sys.argv[1:]), "checkpoint": str(result.checkpoint),
     }
     (Path(out) / "result.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     print(f"{model}: test accuracy {acc:.2%} on {len(test_labels)} images after "
@@ -103,15 +181,17 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
 
 @user_errors("eval")
 def eval_checkpoint(checkpoint: str, data: str | None = None, device: str = "auto",
-                    threads: int | None = None) -> int:
-    """Print the test accuracy of a checkpoint."""
+                    threads: int | None = None, limit: int | None = None) -> int:
+    """Print the test accuracy of a checkpoint (on the first ``limit`` test images)."""
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_model(checkpoint, device=resolve_device(device))
     if model.normalization is None:
         raise CheckpointError(f"{meta['path']}: field 'normalization': missing, cannot prepare "
                               f"uint8 input")
-    images, labels = load("test", data_root(data))
+    images, labels = load_shaped("test", data_root(data), meta["input_shape"])
+    if limit:
+        images, labels = images[:limit], labels[:limit]
     acc = evaluate(model, images, labels)
     print(f"{meta['path']}: {meta['model']['name']} after {meta['epoch']} epochs: "
           f"test accuracy {acc:.2%} ({acc * len(labels):.0f}/{len(labels)})")
@@ -119,18 +199,28 @@ def eval_checkpoint(checkpoint: str, data: str | None = None, device: str = "aut
 
 
 @user_errors("summary")
-def summary(target: str) -> int:
-    """Print the per-layer table of a checkpoint (a path) or of a registered model name."""
+def summary(target: str, input_size: tuple[int, int, int] | None = None, model_args=(),
+            model_kwargs: dict | None = None) -> int:
+    """Print the per-layer table of a checkpoint (a path) or of a model (registered name or
+    ``package.module:function``, untrained, built with ``model_args``) for ``(1, *input_size)``
+    input (default: the checkpoint's recorded shape, else 1x28x28)."""
     if os.path.exists(target):
         model, meta = load_model(target)
         title = f"{meta['path']}: {meta['model']['name']} {meta['model'].get('kwargs') or ''}"
+        shape = tuple(input_size or meta["input_shape"])
     else:
         try:
-            registry.get(target)
+            kwargs = builder_kwargs(target, model_args, model_kwargs)
         except KeyError as e:
-            raise KeyError(f"{target!r} is neither a checkpoint file nor a model name; "
+            raise KeyError(f"{target!r} is neither a file nor a model name; "
                            f"{e.args[0].split('; ', 1)[-1]}") from None
-        model, title = build_model(target), f"{target} (untrained)"
-    print(title.strip())
-    print(format_table(summarize(model)))
+        model, title = build_model(target, **kwargs), f"{target} {kwargs or ''} (untrained)"
+        shape = tuple(input_size or (1, 28, 28))
+    try:
+        table = summarize(model, (1, *shape))
+    except Exception as e:  # a shape the model does not take
+        raise ValueError(f"{target}: the model does not run on {_fmt(shape)} (CxHxW) input "
+                         f"({type(e).__name__}: {e}); pass --input-size C,H,W") from None
+    print(f"{title.strip()}; input {_fmt(shape)}")
+    print(format_table(table))
     return 0

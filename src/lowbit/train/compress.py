@@ -11,8 +11,14 @@
 Sizes are whole-file sizes of real encodings (header, codebooks, index, code tables, padding:
 every byte): P = pruned float32 weights + fixed-width index; P+Q = codebook indices +
 fixed-width index; P+Q+H = both streams Huffman coded.  Ratio = fp32 parameter bytes / file
-bytes.  Layer specs (``--prune``, ``--bits``, ``--index-bits``) are ``VALUE`` or
+bytes.  Layer specs (``--prune``, ``--share-bits``, ``--index-bits``) are ``VALUE`` or
 ``key=VALUE,...`` with key a layer name, ``conv``, ``fc`` or ``*`` (name beats kind beats *).
+
+Any float checkpoint works (a registered model or your own ``package.module:function``, any
+input shape, any data ``lowbit.data.load`` reads): models without a tuned preset get
+:func:`generic_preset`.  The written file's accuracy is measured by a callback
+(``file_accuracy``), since ``lowbit.train`` does not import the runtime: ``lowbit compress``
+passes ``lowbit.runtime.evaluate.file_accuracy``.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -29,9 +35,10 @@ from torch import nn
 from tqdm import tqdm
 
 from lowbit import codec
-from lowbit.data import load, subset, train_val_split
+from lowbit.data import subset, train_val_split
 
 from . import prune, share
+from .dcfile import encode_stage, format_report, layer_rows
 from .checkpoint import load_model
 from .export import build_graph
 from .loop import evaluate, fit
@@ -59,7 +66,8 @@ GENERIC: dict[str, Any] = {"prune": "0.9", "bits": "conv=8,fc=5", "index_bits": 
 class Options:
     # None = the model's preset (PRESETS, else GENERIC)
     prune: str | None = None           # layer spec of sparsities or "<q>std"
-    bits: str | None = None            # weight bits per layer (0 = no sharing)
+    bits: str | None = None            # weight-sharing bits per layer (0 = no sharing);
+                                       # --share-bits on the command line
     index_bits: str | None = None      # relative-index bits per layer
     huffman: bool = False              # write the P+Q+H encoding (else P+Q)
     schedule: str = "gradual"          # gradual: one run, sparsity rising every 50 steps;
@@ -134,109 +142,77 @@ def _state(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def encode_stage(state: Mapping[str, np.ndarray], layer_names: list[str],
-                 codebooks: Mapping[str, np.ndarray], index_bits: Mapping[str, int],
-                 huffman: bool, codebook_dtype: str = "f4", bias_dtype: str = "f4"
-                 ) -> dict[str, codec.Tensor]:
-    """Model-file tensors for one stage: pruned layers' weights as "dc", their biases raw
-    float32 or float16, everything else raw as it is."""
-    tensors: dict[str, codec.Tensor] = {}
-    for key, arr in state.items():
-        layer = key[:-len(".weight")] if key.endswith(".weight") else None
-        if layer in layer_names:
-            book = codebooks.get(layer)
-            tensors[key] = codec.model.dc(
-                arr, codebook=book, index_bits=int(index_bits[layer]), huffman_index=huffman,
-                huffman_values=huffman and book is not None,
-                value_dtype=codebook_dtype if book is not None else "f4")
-        elif bias_dtype == "f2" and key.endswith(".bias") and key[:-5] in layer_names:
-            tensors[key] = codec.model.raw(arr.astype(np.float16))
-        else:
-            tensors[key] = codec.model.raw(arr)
-    return tensors
+def generic_preset(names: list[str]) -> dict[str, Any]:
+    """The preset of a model without a tuned one: ``GENERIC``, with the first prunable layer
+    (often a tiny stem whose few weights matter most) kept dense and the last one (the
+    classifier) pruned to 50%, as the tuned LeNet presets do."""
+    preset = dict(GENERIC)
+    if len(names) > 1:
+        preset["prune"] = f"{GENERIC['prune']},{names[0]}=0,{names[-1]}=0.5"
+    return preset
 
 
-def layer_rows(tensors: Mapping[str, codec.Tensor], state: Mapping[str, np.ndarray],
-               layer_names: list[str], bits: Mapping[str, int], index_bits: Mapping[str, int]
-               ) -> list[dict[str, Any]]:
-    rows = []
-    for layer in layer_names:
-        t = tensors[f"{layer}.weight"]
-        s = t.stats
-        b = tensors.get(f"{layer}.bias")
-        bias_bytes = b.stats["bytes"] if b is not None else 0
-        n_bias = state[f"{layer}.bias"].size if b is not None else 0
-        nnz = max(1, s["nnz"])
-        rows.append({
-            "layer": layer, "weights": s["size"], "kept": s["nnz"],
-            "kept_frac": s["nnz"] / max(1, s["size"]), "store": s["store"],
-            "weight_bits": int(bits.get(layer, 32)) or 32,
-            "index_bits": int(index_bits[layer]) if s["store"] == "sparse" else 0,
-            "value_bits_eff": 8 * (s["value_bytes"] + s["codebook_bytes"]) / nnz,
-            "index_bits_eff": 8 * s["index_bytes"] / nnz,
-            "bytes": s["bytes"] + bias_bytes,
-            "fp32_bytes": 4 * (s["size"] + n_bias),
-        })
-        rows[-1]["ratio"] = rows[-1]["fp32_bytes"] / max(1, rows[-1]["bytes"])
-    return rows
+def _check_float(model: nn.Module, checkpoint: str) -> None:
+    from .layers import QuantMixin
+    quant = [n for n, m in model.named_modules() if isinstance(m, QuantMixin)
+             and (m.weight_quantizer is not None or m.input_quantizer is not None)]
+    if quant:
+        raise ValueError(f"{checkpoint}: Deep Compression takes a float model; this one has "
+                         f"quantized layers ({', '.join(quant[:4])}{', ...' if len(quant) > 4 else ''}); "
+                         f"export it instead (lowbit export)")
 
 
-def format_report(r: Mapping[str, Any]) -> str:
-    head = (f"{'layer':<8}{'weights':>9}{'kept':>7}  {'weight bits':>13}  {'index bits':>12}"
-            f"  {'store':<7}{'bytes':>9}{'ratio':>8}")
-    lines = [f"Deep Compression of {r['model']} ({r['checkpoint']})", head, "-" * len(head)]
-    for row in r["layers"]:
-        wb = f"{row['weight_bits']} ({row['value_bits_eff']:.2f})"
-        ib = f"{row['index_bits']} ({row['index_bits_eff']:.2f})" if row["index_bits"] else "-"
-        lines.append(f"{row['layer']:<8}{row['weights']:>9,}{row['kept_frac']:>7.1%}  {wb:>13}  "
-                     f"{ib:>12}  {row['store']:<7}{row['bytes']:>9,}{row['ratio']:>7.1f}x")
-    tot_w = sum(x["weights"] for x in r["layers"])
-    tot_k = sum(x["kept"] for x in r["layers"])
-    lines.append(f"{'header+pad':<8}{'':>9}{'':>7}  {'':>13}  {'':>12}  {'':<7}"
-                 f"{r['file_bytes'] - sum(x['bytes'] for x in r['layers']):>9,}")
-    lines.append(f"{'total':<8}{tot_w:>9,}{tot_k / max(1, tot_w):>7.1%}  {'':>13}  {'':>12}  "
-                 f"{'file':<7}{r['file_bytes']:>9,}{r['fp32_bytes'] / r['file_bytes']:>7.1f}x")
-    lines.append("(weight / index bits: configured (effective bits per kept weight in the file, "
-                 "codebook and code tables included))")
-    lines.append("")
-    lines.append(f"{'stage':<16}{'file bytes':>12}{'ratio':>9}{'test acc':>10}")
-    st = r["stages"]
-    for label, key, acc in (("float (fp32)", None, r["acc_float"]),
-                            ("P", "p", r["acc_pruned"]), ("P+Q", "pq", r["acc_compressed"]),
-                            ("P+Q+H", "pqh", r["acc_compressed"])):
-        nbytes = r["fp32_bytes"] if key is None else st[key]["file_bytes"]
-        lines.append(f"{label:<16}{nbytes:>12,}{r['fp32_bytes'] / nbytes:>8.1f}x{acc:>10.2%}")
-    lines.append(f"written: {r['out']} ({r['file_bytes']:,} bytes, "
-                 f"{'P+Q+H' if r['options']['huffman'] else 'P+Q'}); wall time "
-                 f"{r['wall_seconds']:.0f} s")
-    return "\n".join(lines)
+def _data_root(opts: Options, cfg: dict) -> str | None:
+    """``--data``, else the data the checkpoint was trained on (recorded by lowbit train)."""
+    if opts.data not in (None, ""):
+        return None if opts.data == "fashion-mnist" else opts.data
+    recorded = cfg.get("data")
+    return recorded if recorded and recorded != "fashion-mnist" else None
 
 
-def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) -> dict:
-    """Run the pipeline, write ``out`` (and ``json_path``), return the report dict."""
-    t_start = time.perf_counter()
-    times: dict[str, float] = {}
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
+@dataclass
+class _Job:
+    """What every stage needs: the model, its data, the resolved options and layer specs."""
+    model: nn.Module
+    meta: dict
+    opts: Options
+    train: tuple
+    test: tuple
+    layers: dict
+    targets: dict
+    bits: dict
+    ibits: dict
+
+    def acc(self, model: nn.Module | None = None) -> float:
+        return evaluate(model or self.model, *self.test, normalization=self.model.normalization)
+
+    def retrain(self, epochs: int, lr: float, seed: int) -> None:
+        fit(self.model, self.train, None, epochs=epochs, lr=lr, batch_size=self.opts.batch_size,
+            optimizer="adam", schedule="cosine", weight_decay=0.0, seed=seed, device="cpu",
+            normalization=self.model.normalization, progress=self.opts.progress)
+
+
+def _prepare(checkpoint: str, opts: Options) -> _Job:
+    from .commands import load_shaped
     model, meta = load_model(checkpoint, device="cpu")
-    name, norm = meta["model"]["name"], model.normalization
-    if norm is None:
+    if model.normalization is None:
         raise ValueError(f"{checkpoint}: field 'normalization': missing")
+    _check_float(model, checkpoint)
     cfg = meta.get("config") or {}
-    images, labels = load("train", opts.data)
-    test_x, test_y = load("test", opts.data)
+    root = _data_root(opts, cfg)
+    images, labels = load_shaped("train", root, meta["input_shape"])
+    test_x, test_y = load_shaped("test", root, meta["input_shape"])
     train, _ = train_val_split(images, labels, val_size=int(cfg.get("val_size", 0) or 0),
                                seed=int(cfg.get("seed", 0) or 0))
     if opts.max_train:
         train = subset(*train, min(opts.max_train, len(train[1])), seed=opts.seed)
     if opts.max_test:
         test_x, test_y = subset(test_x, test_y, min(opts.max_test, len(test_y)), seed=opts.seed)
-    acc = lambda m: evaluate(m, test_x, test_y, normalization=norm)
-    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     layers = prune.layers(model)
     names = list(layers)
-    preset = PRESETS.get(name, GENERIC)
-    opts = replace(opts, **{k: v for k, v in preset.items() if getattr(opts, k) is None})
+    preset = PRESETS.get(meta["model"]["name"]) or generic_preset(names)
+    opts = replace(opts, data=root,
+                   **{k: v for k, v in preset.items() if getattr(opts, k) is None})
     for key in ("codebook_dtype", "bias_dtype"):
         if getattr(opts, key) not in ("f4", "f2"):
             raise ValueError(f"{key}: expected 'f4' or 'f2', got {getattr(opts, key)!r}")
@@ -247,106 +223,141 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
         except ValueError:
             raise ValueError(f"--prune: layer {n}: expected a sparsity in [0, 1] or '<q>std', "
                              f"got {t!r}") from None
-    bits = _ints(resolve(opts.bits, layers, "--bits"), "--bits", 0, 16)
+    bits = _ints(resolve(opts.bits, layers, "--share-bits"), "--share-bits", 0, 16)
     ibits = _ints(resolve(opts.index_bits, layers, "--index-bits"), "--index-bits", 1, 16)
     missing = [n for n in names if n not in ibits]
     if missing:
         raise ValueError(f"--index-bits: no value for layer(s) {missing}")
-    acc_float = acc(model)
-    _log(opts, f"{name}: float test accuracy {acc_float:.2%}; {fp32_bytes:,} fp32 bytes")
-    graph = build_graph(model, norm.to_dict(), (1, 28, 28))[0]
-    file_meta = {"model": meta["model"], "pipeline": "deep-compression",
-                 "acc_float": round(acc_float, 6)}
+    return _Job(model, meta, opts, train, (test_x, test_y), layers, targets, bits, ibits)
 
-    report_sens = None
-    if opts.sensitivity:
-        t0 = time.perf_counter()
-        sx, sy = subset(test_x, test_y, min(2000, len(test_y)), seed=opts.seed)
-        table = prune.sensitivity(model, lambda m: evaluate(m, sx, sy, normalization=norm))
-        d = Path(opts.sensitivity)
-        d.mkdir(parents=True, exist_ok=True)
-        prune.plot_sensitivity(table, str(d / f"{name}-sensitivity.png"),
-                               f"{name}: pruning one layer, no retraining ({len(sy)} test images)")
-        (d / f"{name}-sensitivity.json").write_text(json.dumps(table, indent=1) + "\n")
-        _log(opts, "sensitivity (test accuracy when one layer is pruned, no retraining):\n"
-             + prune.format_sensitivity(table))
-        report_sens = {"png": str(d / f"{name}-sensitivity.png"), "table": table}
-        times["sensitivity"] = time.perf_counter() - t0
 
-    def retrain(epochs: int, lr: float, seed: int) -> None:
-        fit(model, train, None, epochs=epochs, lr=lr, batch_size=opts.batch_size,
-            optimizer="adam", schedule="cosine", weight_decay=0.0, seed=seed, device="cpu",
-            normalization=norm, progress=opts.progress)
+def _sensitivity(job: _Job, name: str) -> dict:
+    opts, (test_x, test_y) = job.opts, job.test
+    sx, sy = subset(test_x, test_y, min(2000, len(test_y)), seed=opts.seed)
+    norm = job.model.normalization
+    table = prune.sensitivity(job.model, lambda m: evaluate(m, sx, sy, normalization=norm))
+    d = Path(opts.sensitivity)
+    d.mkdir(parents=True, exist_ok=True)
+    png = str(d / f"{name}-sensitivity.png")
+    prune.plot_sensitivity(table, png, f"{name}: pruning one layer, no retraining "
+                                       f"({len(sy)} test images)")
+    (d / f"{name}-sensitivity.json").write_text(json.dumps(table, indent=1) + "\n")
+    _log(opts, "sensitivity (test accuracy when one layer is pruned, no retraining):\n"
+         + prune.format_sensitivity(table))
+    return {"png": png, "table": table}
 
-    # ---- P: pruning with retraining
-    t0 = time.perf_counter()
-    prune_targets = {n: t for n, t in targets.items()
+
+def _prune_stage(job: _Job) -> list:
+    """P: magnitude pruning with retraining (gradual or iterative); returns the schedule."""
+    opts = job.opts
+    prune_targets = {n: t for n, t in job.targets.items()
                      if prune.parse_target(t) != {"sparsity": 0.0}}
     if opts.schedule == "gradual":
-        steps = opts.prune_epochs * -(-len(train[1]) // opts.batch_size)
+        steps = opts.prune_epochs * -(-len(job.train[1]) // opts.batch_size)
         _log(opts, f"gradual pruning over {opts.prune_epochs} epochs to {prune_targets}")
-        hist = [prune.gradual_prune(
-            model, prune_targets, lambda: retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1),
+        return [prune.gradual_prune(
+            job.model, prune_targets,
+            lambda: job.retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1),
             end=max(1, int(opts.gradual_end * steps)), every=50)]
-    elif opts.schedule == "iterative":
-        hist = prune.iterative_prune(
-            model, prune_targets,
-            lambda i: retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1 + i),
+    if opts.schedule == "iterative":
+        return prune.iterative_prune(
+            job.model, prune_targets,
+            lambda i: job.retrain(opts.prune_epochs, opts.lr_prune, opts.seed + 1 + i),
             steps=opts.prune_steps, progress=lambda m: _log(opts, m))
-    else:
-        raise ValueError(f"schedule: expected 'gradual' or 'iterative', got {opts.schedule!r}")
-    acc_pruned = acc(model)
-    times["prune"] = time.perf_counter() - t0
-    _log(opts, f"pruned: test accuracy {acc_pruned:.2%}")
-    pruned = _state(model)
-    t_p = encode_stage(pruned, names, {}, ibits, huffman=False)
-    size_p = len(codec.model.encode(graph, t_p, file_meta))
+    raise ValueError(f"schedule: expected 'gradual' or 'iterative', got {opts.schedule!r}")
 
-    # ---- Q: weight sharing + centroid fine-tuning
-    t0 = time.perf_counter()
-    shared = {n: b for n, b in bits.items() if b > 0}
+
+def _share_stage(job: _Job) -> tuple[dict, dict, float]:
+    """Q: k-means weight sharing + centroid fine-tuning; returns (codebooks, k-means info,
+    accuracy right after k-means)."""
+    opts, model = job.opts, job.model
+    shared = {n: b for n, b in job.bits.items() if b > 0}
     info = share.share(model, shared, init=opts.init, seed=opts.seed)
-    acc_kmeans = acc(model)
+    acc_kmeans = job.acc()
     _log(opts, f"k-means ({opts.init} init): test accuracy {acc_kmeans:.2%} before fine-tuning")
     if opts.share_epochs > 0:
-        retrain(opts.share_epochs, opts.lr_share, opts.seed + 100)
+        job.retrain(opts.share_epochs, opts.lr_share, opts.seed + 100)
     if opts.codebook_dtype == "f2":
         share.round_centroids(model, torch.float16)
     if opts.bias_dtype == "f2":
         with torch.no_grad():
-            for n, m in layers.items():
+            for m in job.layers.values():
                 if getattr(m, "bias", None) is not None:
                     m.bias.copy_(m.bias.half().float())
-    books = {n: layers[n].weight_centroids.detach().cpu().numpy().copy() for n in shared}
-    for m in layers.values():
+    books = {n: job.layers[n].weight_centroids.detach().cpu().numpy().copy() for n in shared}
+    for m in job.layers.values():
         share.detach_shared(m)
-    final = _state(model)
-    acc_torch = acc(model)
-    times["share"] = time.perf_counter() - t0
+    return books, info, acc_kmeans
 
-    # ---- encode, write, verify from the file
-    t0 = time.perf_counter()
-    stages = {"p": {"file_bytes": size_p, "acc": acc_pruned}}
+
+def _write(job: _Job, out: str, graph: dict, file_meta: dict, final: dict, books: dict,
+           stages: dict) -> tuple[int, dict]:
+    """Encode P+Q and P+Q+H, write the chosen one, check it decodes to ``final`` exactly."""
+    opts, names = job.opts, list(job.layers)
     tensors = {}
     for key, huff in (("pq", False), ("pqh", True)):
-        tensors[key] = encode_stage(final, names, books, ibits, huff, opts.codebook_dtype,
+        tensors[key] = encode_stage(final, names, books, job.ibits, huff, opts.codebook_dtype,
                                     opts.bias_dtype)
         stages[key] = {"file_bytes": len(codec.model.encode(graph, tensors[key], file_meta))}
-    chosen = "pqh" if opts.huffman else "pq"
+    chosen = tensors["pqh" if opts.huffman else "pq"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    written = codec.save(out, graph, tensors[chosen], file_meta)
+    written = codec.save(out, graph, chosen, file_meta)
     mf = codec.load(out)
     for key, arr in final.items():
-        got = mf.tensor(key)
-        if not np.array_equal(np.asarray(got, dtype=arr.dtype), arr):
+        got = np.asarray(mf.tensor(key), dtype=arr.dtype)
+        if got.size != arr.size or not np.array_equal(got.reshape(arr.shape), arr):
             raise AssertionError(f"{out}: tensor {key!r} does not decode to the fine-tuned "
                                  f"shared weights")
-    from lowbit.runtime import Runtime
-    pred = Runtime(out).predict(test_x)            # the file as users run it
-    acc_file = float((pred == test_y).mean())
-    times["encode_eval"] = time.perf_counter() - t0
-    wall = time.perf_counter() - t_start
+    return written, chosen
 
+
+def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None,
+        file_accuracy: Callable[[str, Any, Any], float] | None = None) -> dict:
+    """Run the pipeline, write ``out`` (and ``json_path``), return the report dict.
+
+    ``file_accuracy(path, images, labels)``: the accuracy of the written file as users run it
+    (``lowbit.runtime.evaluate.file_accuracy``; lowbit.train does not import the runtime).
+    Without it, ``acc_compressed`` is the torch model's (``acc_compressed_from``: "torch")."""
+    t_start = time.perf_counter()
+    times: dict[str, float] = {}
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    from lowbit.cliargs import check_output_file
+    check_output_file(out, overwrite=True, source=checkpoint)
+    job = _prepare(checkpoint, opts)
+    opts, model, name = job.opts, job.model, job.meta["model"]["name"]
+    names = list(job.layers)
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    acc_float = job.acc()
+    _log(opts, f"{name}: float test accuracy {acc_float:.2%}; {fp32_bytes:,} fp32 bytes")
+    graph = build_graph(model, model.normalization.to_dict(), job.meta["input_shape"])[0]
+    file_meta = {"model": job.meta["model"], "pipeline": "deep-compression",
+                 "acc_float": round(acc_float, 6)}
+    report_sens = None
+    if opts.sensitivity:
+        t0 = time.perf_counter()
+        report_sens = _sensitivity(job, name.replace(":", "."))
+        times["sensitivity"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    hist = _prune_stage(job)
+    acc_pruned = job.acc()
+    times["prune"] = time.perf_counter() - t0
+    _log(opts, f"pruned: test accuracy {acc_pruned:.2%}")
+    t_p = encode_stage(_state(model), names, {}, job.ibits, huffman=False)
+    stages = {"p": {"file_bytes": len(codec.model.encode(graph, t_p, file_meta)),
+                    "acc": acc_pruned}}
+
+    t0 = time.perf_counter()
+    books, info, acc_kmeans = _share_stage(job)
+    final = _state(model)
+    acc_torch = job.acc()
+    times["share"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    written, chosen = _write(job, out, graph, file_meta, final, books, stages)
+    acc_file = file_accuracy(out, *job.test) if file_accuracy is not None else acc_torch
+    times["encode_eval"] = time.perf_counter() - t0
     report = {
         "model": name, "checkpoint": str(checkpoint), "out": str(out),
         "fp32_bytes": fp32_bytes, "file_bytes": written,
@@ -355,10 +366,13 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
         "ratio_pqh": fp32_bytes / stages["pqh"]["file_bytes"],
         "acc_float": acc_float, "acc_pruned": acc_pruned, "acc_kmeans": acc_kmeans,
         "acc_compressed": acc_file, "acc_compressed_torch": acc_torch,
-        "test_images": int(len(test_y)), "train_images": int(len(train[1])),
-        "stages": stages, "layers": layer_rows(tensors[chosen], final, names, bits, ibits),
-        "prune_schedule": hist, "kmeans": info, "targets": targets, "bits": bits,
-        "index_bits": ibits, "options": asdict(opts), "seconds": times, "wall_seconds": wall,
+        "acc_compressed_from": "file" if file_accuracy is not None else "torch",
+        "test_images": int(len(job.test[1])), "train_images": int(len(job.train[1])),
+        "input_shape": list(job.meta["input_shape"]), "stages": stages,
+        "layers": layer_rows(chosen, final, names, job.bits, job.ibits),
+        "prune_schedule": hist, "kmeans": info, "targets": job.targets, "bits": job.bits,
+        "index_bits": job.ibits, "options": asdict(opts), "seconds": times,
+        "wall_seconds": time.perf_counter() - t_start,
         "threads": torch.get_num_threads(), "command": "lowbit " + " ".join(sys.argv[1:]),
         "sensitivity": report_sens,
     }
@@ -368,12 +382,13 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None) 
     return report
 
 
-def main(checkpoint: str, out: str, json_path: str | None = None, **options: Any) -> int:
+def main(checkpoint: str, out: str, json_path: str | None = None,
+         file_accuracy: Callable[[str, Any, Any], float] | None = None, **options: Any) -> int:
     """CLI entry: run, print the per-layer table; user errors -> one line, exit code 2."""
     from lowbit.data import DataError
     from .checkpoint import CheckpointError
     try:
-        report = run(checkpoint, out, Options(**options), json_path)
+        report = run(checkpoint, out, Options(**options), json_path, file_accuracy)
     except (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"lowbit compress: error: {msg}", file=sys.stderr)

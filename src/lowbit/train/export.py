@@ -145,17 +145,27 @@ def export_model(model: nn.Module, path: str | os.PathLike, normalization: dict 
     return codec.save(path, graph, tensors, meta)
 
 
-def export_checkpoint(checkpoint: str, out: str) -> int:
-    """``lowbit export CHECKPOINT OUT``: print one line; exit code 2 on bad input."""
+def export_checkpoint(checkpoint: str, out: str, input_shape=None, overwrite: bool = False) -> int:
+    """``lowbit export CHECKPOINT -o FILE``: print one line; exit code 2 on bad input.  An
+    existing ``out`` is refused unless ``overwrite``; ``input_shape`` (C, H, W) overrides the
+    shape the checkpoint records (default: the one it was trained on)."""
     import sys
+    from lowbit.cliargs import check_output_file
     from .checkpoint import CheckpointError, load_model
     try:
+        check_output_file(out, overwrite, source=checkpoint)
         model, meta = load_model(checkpoint)
+        shape = tuple(input_shape or meta["input_shape"])
         norm = meta.get("normalization")
+        if norm is not None and norm.channels not in (1, shape[0]):
+            raise ValueError(f"--input-size {'x'.join(map(str, shape))}: the model was trained "
+                             f"on {norm.channels}-channel images")
         size = export_model(model, out, norm.to_dict() if norm is not None else None,
-                            {"model": model.lowbit_spec, "source": str(checkpoint)})
+                            {"model": model.lowbit_spec, "source": str(checkpoint)},
+                            input_shape=shape)
     except (CheckpointError, ValueError, OSError) as e:
         print(f"lowbit export: error: {e}", file=sys.stderr)
         return 2
-    print(f"{out}: {model.lowbit_spec['name']} exported ({size} bytes)")
+    print(f"{out}: {model.lowbit_spec['name']} exported for {'x'.join(map(str, shape))} input "
+          f"({size} bytes)")
     return 0
