@@ -5,7 +5,8 @@ the source tree -- module level and inside functions -- and once at run time.
 
 - codec imports neither torch nor runtime nor train (numpy only);
 - runtime and data import neither torch nor train;
-- train does not import runtime;
+- train does not import runtime (nor detect or bench, which sit above it);
+- detect (tracking, speed, decoding) imports neither torch nor train;
 - nothing imports lowbit.cli.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ RULES = {          # package -> module prefixes its code must never import
     "codec": ("torch", "lowbit.runtime", "lowbit.train", "lowbit.cli"),
     "runtime": ("torch", "lowbit.train", "lowbit.cli"),
     "data": ("torch", "lowbit.train", "lowbit.runtime", "lowbit.cli"),
-    "train": ("lowbit.runtime", "lowbit.cli"),
+    "train": ("lowbit.runtime", "lowbit.detect", "lowbit.bench", "lowbit.cli"),
+    "detect": ("torch", "lowbit.train", "lowbit.cli"),
 }
 
 
