@@ -46,7 +46,7 @@ def _err(capsys) -> str:
     return err
 
 
-def test_train_records_model_spec_and_input_shape(run_dir):
+def test_train_records_model_spec_and_input_shape(run_dir, npz):
     from lowbit.train.checkpoint import load_model
     result = json.loads((run_dir / "result.json").read_text())
     assert result["input_shape"] == [3, 16, 16] and result["test_images"] == 200
@@ -54,6 +54,11 @@ def test_train_records_model_spec_and_input_shape(run_dir):
     model, meta = load_model(run_dir / "checkpoint.pt")       # rebuilt through importlib
     assert meta["model"] == {"name": MODEL, "kwargs": {"num_classes": 4, "width": 8}}
     assert meta["input_shape"] == (3, 16, 16) and model.normalization.channels == 3
+    # --resume of the finished run rebuilds the user's model from the checkpoint: a no-op
+    assert main(["train", "--model", MODEL, "--data", str(npz), "--out", str(run_dir),
+                 "--resume", "--device", "cpu"]) == 0
+    assert main(["train", "--model", MODEL, "--data", str(npz), "--out", str(run_dir),
+                 "--resume", "--model-arg", "width=16"]) == 2
 
 
 def test_every_command_on_a_user_model(run_dir, npz, tmp_path, capsys):
@@ -78,6 +83,12 @@ def test_every_command_on_a_user_model(run_dir, npz, tmp_path, capsys):
     assert "2 thread(s)" in lines[0]
     assert main(["eval", ckpt, "--data", str(npz), "--limit", "50"]) == 0
     assert "/50)" in capsys.readouterr().out
+    wide = str(tmp_path / "wide.lbm")                 # --input-size overrides the recorded shape
+    assert main(["export", ckpt, "-o", wide, "--input-size", "3,24,24"]) == 0
+    assert main(["summary", wide]) == 0
+    assert "input 3x24x24 uint8" in capsys.readouterr().out
+    assert main(["export", ckpt, "-o", wide, "--overwrite", "--input-size", "1,16,16"]) == 2
+    assert "trained on 3-channel images" in _err(capsys)
 
     small, rep = tmp_path / "dc.lbm", tmp_path / "dc.json"
     assert main(["compress", ckpt, "-o", str(small), "--prune-epochs", "1", "--share-epochs",
@@ -97,22 +108,53 @@ def test_untrained_user_model_summary(capsys):
 
 
 def test_binary_user_model_file_counts_bops(tmp_path, capsys):
+    """A BNN version of the user's model, exported for 1x28x28, run on a test-only IDX folder."""
     import torch
-    from lowbit.data import Normalization
+    from lowbit.data import Normalization, write_idx
     from lowbit.runtime.summary import file_summary
     from lowbit.train.checkpoint import build_model, save_checkpoint
     torch.manual_seed(0)
     model = build_model(MODEL, scheme="bnn", in_channels=1)
-    model.lowbit_input_shape = (1, 12, 12)
+    model.lowbit_input_shape = (1, 28, 28)
     save_checkpoint(tmp_path / "b.pt", model, normalization=Normalization(0.5, 0.25),
                     with_rng=False)
-    assert main(["export", str(tmp_path / "b.pt"), "-o", str(tmp_path / "b.lbm")]) == 0
-    s = file_summary(tmp_path / "b.lbm")
+    lbm = tmp_path / "b.lbm"
+    assert main(["export", str(tmp_path / "b.pt"), "-o", str(lbm)]) == 0
+    s = file_summary(lbm)
     binary = [r for r in s["rows"] if r["bitwise"]]
     assert binary and all(r["bops"] == r["macs"] * r["w_bits"] * r["a_bits"] > 0 for r in binary)
-    assert s["totals"]["bops"] == sum(r["bops"] for r in binary) and s["input"] == [1, 12, 12]
-    assert main(["summary", str(tmp_path / "b.lbm")]) == 0
+    assert s["totals"]["bops"] == sum(r["bops"] for r in binary) and s["input"] == [1, 28, 28]
+    assert main(["summary", str(lbm)]) == 0
     assert "qconv2d*" in capsys.readouterr().out
+    idx = tmp_path / "idx"                       # test split only: enough for eval / run
+    idx.mkdir()
+    rng = np.random.default_rng(1)
+    write_idx(idx / "t10k-images-idx3-ubyte", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8))
+    write_idx(idx / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 40, dtype=np.uint8))
+    for cmd in ("eval", "run"):
+        assert main([cmd, str(lbm), "--data", str(idx), "--limit", "30"]) == 0
+        assert "/30)" in capsys.readouterr().out
+
+
+def test_image_folder_resized_to_input_size(tmp_path, capsys):
+    from PIL import Image
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 30), ("test", 10)):
+        for c in ("cat", "dog"):
+            (tmp_path / "img" / split / c).mkdir(parents=True)
+            for i in range(n):
+                px = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+                Image.fromarray(px).save(tmp_path / "img" / split / c / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--model", MODEL, "--model-arg", "num_classes=2", "--data",
+                 str(tmp_path / "img"), "--input-size", "3,16,16", "--epochs", "1",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["input_shape"] == [3, 16, 16] and result["config"]["val_size"] == 6
+    assert main(["export", str(out / "checkpoint.pt"), "-o", str(tmp_path / "m.lbm")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "m.lbm"), "--data", str(tmp_path / "img")]) == 0
+    assert "/20)" in capsys.readouterr().out          # the 20x20 test images resized too
 
 
 def test_refusals(run_dir, npz, tmp_path, capsys):

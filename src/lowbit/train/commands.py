@@ -111,6 +111,19 @@ def probe_model(name: str, kwargs: dict, shape, classes: int | None = None) -> i
     return int(out.shape[1])
 
 
+def _resumed_kwargs(ckpt: dict, model: str, kwargs: dict) -> dict:
+    """A resumed run rebuilds its model as it was saved; other builder arguments are an error."""
+    spec = ckpt["model"]
+    if spec["name"] != model:
+        raise ValueError(f"{ckpt['path']}: model: the run trains {spec['name']!r}, got {model!r}")
+    saved = dict(spec.get("kwargs") or {})
+    changed = {k: v for k, v in kwargs.items() if saved.get(k) != v}
+    if changed:
+        raise ValueError(f"{ckpt['path']}: model arguments {changed} differ from the run's "
+                         f"{saved}; a resumed run keeps them (use another --out to change them)")
+    return saved
+
+
 def _val_size(val_size: int | None, n: int, saved: dict | None) -> int:
     if val_size is None:
         if saved is not None and "val_size" in saved:
@@ -145,9 +158,12 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     shape = _chw(images)
     test_images, test_labels = load_shaped("test", root, shape)
     ckpt_file = Path(out) / "checkpoint.pt"
-    saved = load_checkpoint(ckpt_file)["config"] if resume and ckpt_file.exists() else None
-    if saved is not None and seed is None:  # the split must be the run's own
-        seed = saved.get("seed")
+    saved = None
+    if resume and ckpt_file.exists():
+        ckpt = load_checkpoint(ckpt_file)
+        saved, kwargs = ckpt["config"], _resumed_kwargs(ckpt, model, kwargs)
+        if seed is None:  # the split must be the run's own
+            seed = saved.get("seed")
     val_size = _val_size(val_size, len(labels), saved)
     probe_model(model, kwargs, shape, int(max(labels.max(), test_labels.max())) + 1)
     split_seed = 0 if seed is None else seed
