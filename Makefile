@@ -8,12 +8,12 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.lowbit-installed
 SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data simde clean
 
 demo: setup data
 	$(VENV)/bin/lowbit demo
 
-test: setup data
+test: setup data simde
 	$(VENV)/bin/python -m pytest -q
 
 setup: $(STAMP)
@@ -31,6 +31,9 @@ $(STAMP): $(PY) $(SOURCES)
 
 data:
 	@scripts/ensure-data.sh
+
+simde:
+	@scripts/ensure-simde.sh
 
 clean:
 	rm -rf build $(VENV) runs
