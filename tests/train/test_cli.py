@@ -94,3 +94,21 @@ def test_bad_numbers_are_refused_by_the_parser(argv, flag, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"lowbit {argv[0]}: error: argument {flag}")
+
+
+def test_model_arguments_are_typed_by_the_builder_signature():
+    from lowbit.cli import build_parser
+    from lowbit.train.checkpoint import builder_kwargs
+    args = build_parser().parse_args(["train", "--model", "xnor-lenet5", "--out", "x",
+                                      "--model-arg", "order=CBAP"])
+    assert builder_kwargs(args.model, args.model_arg) == {"order": "CBAP"}
+    assert builder_kwargs("twn-lenet5", [("levels", "5"), ("per_channel", "true")]) == \
+        {"levels": 5, "per_channel": True}
+    assert builder_kwargs("bnn-lenet5", [("width", "1")]) == {"width": 1.0}
+    assert builder_kwargs("dorefa-lenet5", [], {"bits": "2,2,32"}) == {"bits": "2,2,32"}
+    with pytest.raises(ValueError, match="--bits: lenet5 takes no argument 'bits'"):
+        builder_kwargs("lenet5", [], {"bits": "1,2,6"})
+    with pytest.raises(ValueError, match="twn-lenet5 expects true or false for 'per_channel'"):
+        builder_kwargs("twn-lenet5", [("per_channel", "maybe")])
+    with pytest.raises(ValueError, match="twn-lenet5 expects an integer for 'levels'"):
+        builder_kwargs("twn-lenet5", [("levels", "5.5")])

@@ -102,14 +102,6 @@ def test_tiny_binary_model_learns_a_separable_problem():
     assert set(Q.SteSign()(model[2].weight).unique().tolist()) == {-1.0, 1.0}
 
 
-def test_cli_model_arguments():
-    from lowbit.cli import _model_kwargs, build_parser
-    args = build_parser().parse_args(["train", "--model", "dorefa-lenet5", "--out", "x",
-                                      "--bits", "2,2,32", "--model-arg", "order=CBAP",
-                                      "--model-arg", "width=0.5", "--model-arg", "levels=5"])
-    assert _model_kwargs(args) == {"order": "CBAP", "width": 0.5, "levels": 5, "bits": "2,2,32"}
-
-
 def test_shift_adamax_and_exp_schedule():
     from lowbit.train.optimizers import lr_at, make_optimizer, make_schedule
     from lowbit.train.shift import ap2
