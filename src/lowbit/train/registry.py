@@ -39,7 +39,7 @@ def register(name: str, **defaults: Any) -> Callable[[Callable[..., Any]], Calla
 def _load_all() -> None:
     # Importing the modules that define recipes fills the registry.
     import importlib
-    for mod in ("lowbit.train.models", "lowbit.train.recipes"):
+    for mod in ("lowbit.train.models", "lowbit.train.recipes", "lowbit.train.resnet"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
