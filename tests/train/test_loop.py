@@ -128,8 +128,15 @@ def test_bad_inputs(fashion_tiny, tmp_path):
         fit("lenet300", (x, y[:10]), epochs=1, progress=False)
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         fit("lenet300", (x, y), epochs=1, optimizer="lbfgs", progress=False)
-    with pytest.raises(ValueError, match="model name: expected a registered model name"):
-        fit(nn.Linear(784, 10), (x, y), epochs=1, out_dir=tmp_path, progress=False)
+    # a model built in Python checkpoints its weights; the checkpoint says how to rebuild it
+    fit(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), (x, y), epochs=1, out_dir=tmp_path,
+        progress=False)
+    from lowbit.train.checkpoint import load_model
+    with pytest.raises(ValueError, match=r"model built in Python \(torch.nn.modules.container"
+                                         r".Sequential\).*build the model again"):
+        load_model(tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"pass it again: fit\(model, \.\.\., resume=True\)"):
+        fit(None, (x, y), epochs=1, out_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="normalization: expected one"):
         evaluate(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), x, y)
     if not torch.cuda.is_available():

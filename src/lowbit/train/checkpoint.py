@@ -185,13 +185,14 @@ def builder_kwargs(name: str, pairs, extra: dict | None = None) -> dict:
 
 def model_spec(model: nn.Module, name: str | None = None, kwargs: dict | None = None) -> dict:
     """The ``{"name", "kwargs"}`` that rebuilds ``model``: explicit arguments win, then the tag
-    left by :func:`build_model` / :func:`load_model`."""
+    left by :func:`build_model` / :func:`load_model`.  A model built in Python without a name
+    gets ``name: None`` and its class: the checkpoint keeps its weights, and whoever resumes or
+    loads it builds the model again (``fit(model, ..., resume=True)``; ``load_state_dict``)."""
     tag = getattr(model, "lowbit_spec", None) or {}
     name = name if name is not None else tag.get("name")
     if name is None:
-        raise CheckpointError(
-            "model name: expected a registered model name so the checkpoint can rebuild the "
-            "model; pass name=... or build the model with lowbit.train.checkpoint.build_model")
+        cls = type(model)
+        return {"name": None, "kwargs": {}, "class": f"{cls.__module__}.{cls.__qualname__}"}
     builder(name)  # unknown names fail here, with the list of known ones
     return {"name": name, "kwargs": dict(kwargs if kwargs is not None else tag.get("kwargs", {}))}
 
@@ -304,7 +305,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if key not in ckpt:
             raise CheckpointError(f"{path}: field {key!r}: missing")
     spec = ckpt["model"]
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+    if not isinstance(spec, dict) or not (isinstance(spec.get("name"), str)
+                                          or (spec.get("name") is None and "class" in spec)):
         raise CheckpointError(f"{path}: field 'model': expected {{'name': str, 'kwargs': dict}}, "
                               f"got {spec!r}")
     ckpt["path"] = str(path)
@@ -324,6 +326,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     ckpt = load_checkpoint(path)
     spec = ckpt["model"]
+    if spec.get("name") is None:
+        raise CheckpointError(
+            f"{ckpt['path']}: field 'model.name': the checkpoint holds the weights of a model "
+            f"built in Python ({spec.get('class', 'unknown class')}), which it cannot rebuild by "
+            f"itself: build the model again and load ckpt['model_state'], resume with "
+            f"fit(model, ..., resume=True), or train it with --model package.module:function")
     try:
         model = build_model(spec["name"], **spec.get("kwargs", {}))
     except (KeyError, ValueError) as e:

@@ -210,6 +210,9 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     if ckpt is not None:
         config = _check_resume(ckpt_path, ckpt["config"], explicit, name, ckpt)
         spec = ckpt["model"]
+        if model is None and spec.get("name") is None:
+            raise ValueError(f"{ckpt_path}: the run trains a model built in Python "
+                             f"({spec.get('class')}); pass it again: fit(model, ..., resume=True)")
         if model is None:
             model = build_model(spec["name"], **spec.get("kwargs", {}))
         model.load_state_dict(ckpt["model_state"])
