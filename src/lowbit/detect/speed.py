@@ -1,0 +1,155 @@
+"""Ground speed per track from its ground positions over the video's real timestamps.
+
+For each track the last ``window`` seconds of ground positions (X, Y) are fitted with a
+straight line in time by least squares, separately for X and Y:
+
+    X(t) = a + vx (t - tbar),  vx = sum((t - tbar)(X - Xbar)) / Sxx,  Sxx = sum((t - tbar)^2)
+
+The slope's standard error comes from the fit residuals: ``se(vx)^2 = RSS_x / (n - 2) / Sxx``.
+Speed is ``|v|``, its standard error by the delta method
+``se(|v|)^2 = (vx^2 se(vx)^2 + vy^2 se(vy)^2) / |v|^2``.  A speed above ``max_speed`` is
+clamped (the velocity vector scaled down to it), then velocity and variance are smoothed with
+an exponential moving average of time constant ``smoothing`` seconds (the weight of a new fit
+is ``1 - exp(-dt / smoothing)``, so irregular frame times are handled).  Nothing is reported
+before the window holds ``min_points`` positions spanning ``min_span`` seconds.
+
+For an accelerating object the window's slope is the velocity at the window's middle, so the
+estimate lags by about ``window / 2 + smoothing`` seconds.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SpeedEstimate", "SpeedEstimator", "fit_velocity"]
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    """One track's speed at one time: ``speed`` and its standard error ``std`` (m/s, or the
+    unit of the positions per second), the smoothed ``velocity`` (vx, vy), this window's own
+    unsmoothed fit ``raw_speed``, whether it was ``clamped``, and the window's ``points`` and
+    time ``span`` (s)."""
+
+    speed: float
+    std: float
+    velocity: tuple[float, float]
+    raw_speed: float
+    clamped: bool
+    points: int
+    span: float
+
+
+def fit_velocity(t, xy) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares velocity of positions ``xy`` (n, 2) at times ``t`` (n,), n >= 3 with
+    distinct times: (velocity (2,), variance of each component (2,)) from the residuals."""
+    t = np.asarray(t, np.float64)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    n = len(t)
+    if n < 3:
+        raise ValueError(f"a velocity fit with an error needs >= 3 points, got {n}")
+    tc = t - t.mean()
+    sxx = float(tc @ tc)
+    if sxx <= 0:
+        raise ValueError("a velocity fit needs points at different times")
+    dc = xy - xy.mean(axis=0)
+    v = tc @ dc / sxx
+    resid = dc - np.outer(tc, v)
+    var = (resid ** 2).sum(axis=0) / (n - 2) / sxx
+    return v, var
+
+
+def _speed_std(v: np.ndarray, var: np.ndarray) -> float:
+    s2 = float(v @ v)
+    if s2 < 1e-18:
+        return math.sqrt(float(var.mean()))
+    return math.sqrt(float((v ** 2) @ var) / s2)
+
+
+class _History:
+    __slots__ = ("t", "xy", "v", "var", "t_est", "last")
+
+    def __init__(self):
+        self.t: deque = deque()
+        self.xy: deque = deque()
+        self.v: np.ndarray | None = None       # smoothed velocity
+        self.var: np.ndarray | None = None     # smoothed variance of its components
+        self.t_est = -math.inf
+        self.last: SpeedEstimate | None = None
+
+
+class SpeedEstimator:
+    """Per-track sliding-window speed (see the module docstring).
+
+    ``window`` (s): how much history each fit uses; ``min_points`` / ``min_span`` (s): the
+    history needed before any estimate; ``max_speed``: the clamp, in ground units per second
+    (60 m/s = 216 km/h by default); ``smoothing`` (s): the moving average's time constant,
+    0 for none."""
+
+    def __init__(self, window: float = 1.0, min_points: int = 5, min_span: float = 0.4,
+                 max_speed: float = 60.0, smoothing: float = 0.3):
+        if not window > 0:
+            raise ValueError(f"window must be > 0 s, got {window}")
+        if min_points < 3:
+            raise ValueError(f"min_points must be >= 3 (a fit with an error), got {min_points}")
+        if not 0 <= min_span <= window:
+            raise ValueError(f"need 0 <= min_span <= window, got {min_span}, {window}")
+        if not max_speed > 0:
+            raise ValueError(f"max_speed must be > 0, got {max_speed}")
+        if not smoothing >= 0:
+            raise ValueError(f"smoothing must be >= 0 s, got {smoothing}")
+        self.window, self.min_points, self.min_span = float(window), int(min_points), min_span
+        self.max_speed, self.smoothing = float(max_speed), float(smoothing)
+        self._tracks: dict[int, _History] = {}
+
+    def update(self, track_id: int, t: float, ground_xy=None) -> SpeedEstimate | None:
+        """Add track ``track_id``'s ground position at time ``t`` (s) and return its estimate,
+        or None while the history is too short.  ``ground_xy`` None or non-finite adds no
+        point (the position is unreliable): the last estimate is returned while it is at
+        most ``window`` seconds old."""
+        h = self._tracks.setdefault(int(track_id), _History())
+        t = float(t)
+        xy = None if ground_xy is None else np.asarray(ground_xy, np.float64).reshape(2)
+        if xy is None or not np.isfinite(xy).all() or (h.t and t <= h.t[-1]):
+            return h.last if h.last is not None and t - h.t_est <= self.window else None
+        h.t.append(t)
+        h.xy.append(xy)
+        while h.t[0] < t - self.window:
+            h.t.popleft()
+            h.xy.popleft()
+        if len(h.t) < self.min_points or h.t[-1] - h.t[0] < self.min_span:
+            h.last = None
+        else:
+            h.last = self._estimate(h, t)
+        return h.last
+
+    def _estimate(self, h: _History, t: float) -> SpeedEstimate:
+        v, var = fit_velocity(np.fromiter(h.t, np.float64, len(h.t)), np.stack(h.xy))
+        raw = float(np.hypot(*v))
+        clamped = raw > self.max_speed
+        if clamped:
+            v = v * (self.max_speed / raw)
+        dt = t - h.t_est
+        if h.v is None or self.smoothing == 0 or dt > self.window:
+            h.v, h.var = v, var          # first estimate, or after a gap: start afresh
+        else:
+            w = 1.0 - math.exp(-max(dt, 0.0) / self.smoothing)
+            h.v = h.v + w * (v - h.v)
+            h.var = h.var + w * (var - h.var)
+        h.t_est = t
+        speed = min(float(np.hypot(*h.v)), self.max_speed)
+        return SpeedEstimate(speed, _speed_std(h.v, h.var), (float(h.v[0]), float(h.v[1])),
+                             raw, clamped, len(h.t), h.t[-1] - h.t[0])
+
+    def forget(self, track_id: int) -> None:
+        """Drop a track's history (it ended)."""
+        self._tracks.pop(int(track_id), None)
+
+    def prune(self, t: float) -> None:
+        """Drop every track not seen for more than ``window`` seconds before ``t``."""
+        stale = [k for k, h in self._tracks.items() if not h.t or h.t[-1] < t - self.window]
+        for k in stale:
+            del self._tracks[k]

@@ -1,0 +1,123 @@
+"""Speed: sliding-window least squares over real timestamps, its standard error, history
+needed before any estimate, the clamp, and the lag on an accelerating track."""
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+
+from lowbit.detect.calibration import Calibration
+from lowbit.detect.speed import SpeedEstimator, fit_velocity
+
+H = np.array([[0.05, 0.01, -10.0], [0.002, 0.12, -20.0], [0.0001, 0.002, 1.0]])
+
+
+def _times(n, fps=30.0, jitter=0.004, drop=0.2, seed=0):
+    """Real frame times: nominal 1/fps steps with jitter, some frames dropped."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps + rng.uniform(-jitter, jitter, n)
+    return t[rng.random(n) >= drop]
+
+
+def _observe(ground, cal, noise_px, seed=1):
+    """Ground positions -> pixels (+ noise) -> ground again, as the pipeline sees them."""
+    pix = cal.to_image(ground)
+    pix = pix + np.random.default_rng(seed).normal(0, noise_px, pix.shape)
+    return cal.to_ground(pix)
+
+
+def test_fit_velocity_matches_scipy_linregress():
+    from scipy.stats import linregress
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 1, 20))
+    xy = np.c_[3 + 7 * t, 1 - 2 * t] + rng.normal(0, 0.1, (20, 2))
+    v, var = fit_velocity(t, xy)
+    for k in range(2):
+        fit = linregress(t, xy[:, k])
+        assert v[k] == pytest.approx(fit.slope) and np.sqrt(var[k]) == pytest.approx(fit.stderr)
+
+
+def test_constant_velocity_with_jittered_times_and_pixel_noise():
+    """A road 10 m wide and 50 m long seen in perspective in a 640x480 frame; an object at
+    13 m/s along it, 0.7 px of noise on its image position."""
+    cal = Calibration.from_points([[100, 460], [540, 460], [400, 200], [240, 200]],
+                                  [[0, 0], [10, 0], [10, 50], [0, 50]])
+    t = _times(110)
+    truth_v = np.array([1.0, np.sqrt(13 ** 2 - 1)])
+    ground = np.array([3.0, 2.0]) + np.outer(t, truth_v)
+    assert (cal.to_image(ground)[:, 1] > 199).all()            # stays on the road
+    seen = _observe(ground, cal, noise_px=0.7)
+    est = SpeedEstimator(window=1.0, max_speed=60)
+    out = [(ti, est.update(7, ti, g)) for ti, g in zip(t, seen)]
+    late = [e for ti, e in out if ti > 1.2]
+    speeds = np.array([e.speed for e in late])
+    stds = np.array([e.std for e in late])
+    assert np.abs(speeds - 13).max() < 0.05 * 13
+    assert np.abs(speeds - 13).mean() < 0.02 * 13
+    assert 0 < stds.mean() < 1.0                                # an honest, non-zero error
+    assert np.mean(np.abs(speeds - 13) < 3 * stds) > 0.8
+    assert np.array(late[-1].velocity) == pytest.approx(truth_v, abs=0.6)
+    nominal = SpeedEstimator(window=1.0)                         # frame index / 30 instead
+    bad = [nominal.update(7, i / 30, g) for i, g in enumerate(seen)][-1]
+    assert abs(bad.speed - 13) > 1.5                             # why real times are needed
+
+
+def test_no_estimate_before_enough_history():
+    est = SpeedEstimator(window=1.0, min_points=5, min_span=0.4)
+    res = [est.update(1, i / 30, (i / 3, 0.0)) for i in range(20)]
+    first = next(i for i, r in enumerate(res) if r is not None)
+    assert first == 12                                           # t = 0.4 s, 13 points
+    assert res[first].speed == pytest.approx(10.0) and res[first].std == pytest.approx(0, abs=1e-9)
+    est = SpeedEstimator(window=1.0, min_points=8, min_span=0.05)
+    res = [est.update(1, i / 10, (i, 0.0)) for i in range(10)]
+    assert [r is None for r in res] == [True] * 7 + [False] * 3  # min_points counts too
+    assert est.update(2, 0.0, (np.nan, 0.0)) is None             # tracks are independent
+
+
+def test_clamp():
+    est = SpeedEstimator(max_speed=30.0, smoothing=0)
+    res = [est.update(1, i / 30, (100 * i / 30, 0.0)) for i in range(30)][-1]
+    assert res.clamped and res.speed == pytest.approx(30.0) and res.raw_speed == pytest.approx(100)
+    assert res.velocity == pytest.approx((30.0, 0.0))
+    ok = SpeedEstimator(max_speed=30.0).update
+    assert not [ok(1, i / 30, (10 * i / 30, 0)) for i in range(30)][-1].clamped
+
+
+def test_accelerating_track_lags_by_half_window_plus_smoothing():
+    window, tau, a, v0 = 1.0, 0.3, 3.0, 5.0
+    est = SpeedEstimator(window=window, smoothing=tau)
+    t = _times(180, drop=0.0)
+    for ti in t:
+        r = est.update(1, ti, (v0 * ti + a * ti ** 2 / 2, 0.0))
+        if ti > 2.5:
+            true_now = v0 + a * ti
+            lagged = v0 + a * (ti - window / 2 - tau)
+            assert lagged - 0.2 < r.speed < true_now
+            assert r.speed == pytest.approx(lagged, abs=0.35)
+
+
+def test_gap_restarts_smoothing_and_prune():
+    est = SpeedEstimator(window=0.5, min_span=0.2, smoothing=1.0)
+    for i in range(15):
+        est.update(1, i / 30, (2 * i / 30, 0))
+    after = [est.update(1, 3 + i / 30, (20 + 8 * i / 30, 0)) for i in range(15)][-1]
+    assert after.speed == pytest.approx(8.0, abs=1e-6)          # not blended with 2 m/s
+    est.prune(10.0)
+    assert est.update(1, 10.0, (0, 0)) is None
+
+
+def test_arguments_checked():
+    for kw in [dict(window=0), dict(min_points=2), dict(min_span=2.0), dict(max_speed=0),
+               dict(smoothing=-1)]:
+        with pytest.raises(ValueError):
+            SpeedEstimator(**kw)
+    with pytest.raises(ValueError):
+        fit_velocity([0, 0, 0], np.zeros((3, 2)))
+
+
+def test_a_missing_position_keeps_the_last_estimate_for_one_window():
+    est = SpeedEstimator(window=0.5, min_span=0.2)
+    last = [est.update(1, i / 30, (3 * i / 30, 0)) for i in range(15)][-1]
+    assert last.speed == pytest.approx(3.0)
+    assert est.update(1, 15 / 30, None) is last                   # e.g. a box cut by the edge
+    assert est.update(1, 16 / 30, (np.inf, 0)) is last
+    assert est.update(1, 14 / 30 + 0.6, None) is None             # too old

@@ -1,0 +1,105 @@
+"""Tracker: identities through a crossing with an occlusion gap, real time steps, the
+second (low-score) association stage, and removal of long-lost tracks."""
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+
+from lowbit.detect.detections import Detections
+from lowbit.detect.track import KalmanBoxFilter, Tracker, box_iou
+
+
+def _box(cx, cy, w=40, h=80):
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def _crossing(n=60, gap=range(28, 34), jitter=0.0, seed=0):
+    """Object 0 moves right, object 1 left, crossing at frame 30; object 1 is hidden behind
+    object 0 (no detection) during ``gap``.  Yields (t, Detections, truth ids)."""
+    rng = np.random.default_rng(seed)
+    t = 0.0
+    for f in range(n):
+        boxes, ids = [_box(50 + 5 * f, 200)], [0]
+        if f not in gap:
+            boxes.append(_box(350 - 5 * f, 205))
+            ids.append(1)
+        boxes = np.array(boxes) + rng.normal(0, jitter, (len(boxes), 4))
+        yield t, Detections(boxes, np.full(len(ids), 0.9), np.zeros(len(ids))), ids
+        t += 1 / 30
+
+
+def _run(tracker, frames, use_time=True):
+    seen = {}                              # truth id -> set of tracker ids
+    for t, dets, ids in frames:
+        out = tracker.update(dets, t if use_time else None)
+        for box, tid in zip(out.xyxy, out.tracker_id):
+            truth = ids[int(np.argmax(box_iou(box[None], dets.xyxy)[0]))]
+            seen.setdefault(truth, set()).add(int(tid))
+    return seen
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1.5])
+def test_identities_kept_through_crossing_and_occlusion(jitter):
+    seen = _run(Tracker(frame_rate=30), _crossing(jitter=jitter))
+    assert len(seen[0]) == 1 and len(seen[1]) == 1
+    assert seen[0] != seen[1]
+
+
+def test_real_time_steps_bridge_dropped_frames():
+    """Six frames missing from the video (the times jump by 7/30 s): with the real times the
+    predicted boxes land on the objects again; a one-nominal-frame step would miss them."""
+    def frames():
+        for f in [*range(20), *range(26, 50)]:
+            boxes = [_box(50 + 8 * f, 100), _box(500 - 8 * f, 300)]
+            yield f / 30, Detections(boxes, [0.9, 0.9], [0, 0]), [0, 1]
+    seen = _run(Tracker(frame_rate=30), frames())
+    assert len(seen[0]) == 1 and len(seen[1]) == 1 and seen[0] != seen[1]
+    seen = _run(Tracker(frame_rate=30), frames(), use_time=False)
+    assert len(seen[0]) == 2            # the nominal step loses the object
+
+
+def test_low_score_boxes_keep_tracks_alive_but_do_not_start_them():
+    tr = Tracker(frame_rate=30, track_thresh=0.5, low_thresh=0.1)
+    first = tr.update(Detections([_box(100, 100)], [0.9], [0]), 0.0)
+    assert first.tracker_id.tolist() == [1]
+    for f in range(1, 10):          # confidence drops (occluded): the second stage matches it
+        out = tr.update(Detections([_box(100 + 3 * f, 100)], [0.3], [0]), f / 30)
+        assert out.tracker_id.tolist() == [1]
+    lone = tr.update(Detections([_box(100 + 30, 100), _box(400, 400)], [0.3, 0.3], [0, 0]),
+                     10 / 30)
+    assert lone.tracker_id.tolist() == [1]      # the low-score stranger starts no track
+
+
+def test_new_tracks_need_a_second_frame_and_lost_tracks_expire():
+    tr = Tracker(frame_rate=10, lost_buffer=5)
+    tr.update(Detections.empty(), 0.0)
+    assert len(tr.update(Detections([_box(50, 50)], [0.9], [2]), 0.1)) == 0   # tentative
+    out = tr.update(Detections([_box(52, 50)], [0.9], [2]), 0.2)
+    assert out.tracker_id.tolist() == [1] and out.class_id.tolist() == [2]
+    for k in range(3, 9):                   # 0.6 s without it > 5 frames / 10 fps
+        tr.update(Detections.empty(), k / 10)
+    assert tr.tracks == []
+    again = [len(tr.update(Detections([_box(60, 50)], [0.9], [2]), 0.9 + k / 10))
+             for k in range(2)]
+    assert again == [0, 1] and tr.active_tracks[0][0] == 2     # a new id, never reused
+
+
+def test_kalman_filter_learns_constant_velocity():
+    kf = KalmanBoxFilter(_box(0, 0))
+    for f in range(1, 30):
+        kf.predict(1.0)
+        kf.update(_box(4 * f, 2 * f))
+    assert kf.mean[4:6] == pytest.approx([4, 2], abs=0.05)
+    kf.predict(2.5)
+    assert kf.box == pytest.approx(_box(4 * 31.5, 2 * 31.5), abs=0.5)
+
+
+def test_time_must_not_go_backwards_and_arguments_checked():
+    tr = Tracker()
+    tr.update(Detections.empty(), 1.0)
+    with pytest.raises(ValueError, match="backwards"):
+        tr.update(Detections.empty(), 0.5)
+    with pytest.raises(ValueError):
+        Tracker(frame_rate=0)
+    with pytest.raises(ValueError):
+        Tracker(track_thresh=0.2, low_thresh=0.3)
