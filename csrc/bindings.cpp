@@ -9,6 +9,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
+#include <nanobind/stl/pair.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -26,6 +27,7 @@
 #include "bitpack/unpack.h"
 #include "common/cpu.h"
 #include "common/target.h"
+#include "graph/executor.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -197,6 +199,113 @@ void xconv2d_binding(In5<uint64_t> x, In1<uint64_t> packed, const std::vector<in
   xconv2d(kern, x.data(), s, packed.data(), op, st, threads);
 }
 
+
+// ---- the native graph executor (csrc/graph/executor.h) --------------------------------------
+// Python builds the plan op by op (lowbit.runtime.native): attributes come as a dict of
+// ints, floats, strings and numpy arrays.  Arrays are borrowed: the Graph keeps a reference
+// to each, so they live as long as the plan.
+class PyGraph {
+ public:
+  explicit PyGraph(int threads) : ex_(threads) {}
+
+  int add_op(const std::string& kind, const std::string& label, const std::vector<int>& inputs,
+             nb::dict attrs) {
+    lowbit::graph::OpSpec sp;
+    sp.kind = kind;
+    sp.label = label;
+    sp.inputs = inputs;
+    for (auto [k, v] : attrs) {
+      const std::string key = nb::cast<std::string>(k);
+      if (nb::isinstance<bool>(v) || nb::isinstance<nb::int_>(v)) {
+        sp.ints[key] = nb::cast<int64_t>(v);
+      } else if (nb::isinstance<nb::float_>(v)) {
+        sp.floats[key] = nb::cast<double>(v);
+      } else if (nb::isinstance<nb::str>(v)) {
+        sp.strs[key] = nb::cast<std::string>(v);
+      } else {
+        using Arr = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+        Arr a;
+        if (!nb::try_cast<Arr>(v, a)) throw nb::type_error((label + ": attribute '" + key + "' has an unsupported type").c_str());
+        lowbit::graph::ArrayRef r;
+        r.data = a.data();
+        r.size = static_cast<int64_t>(a.size());
+        const auto dt = a.dtype();
+        r.dtype = dt == nb::dtype<float>() ? 'f' : dt == nb::dtype<double>() ? 'd' : dt == nb::dtype<int32_t>() ? 'i'
+                : dt == nb::dtype<uint64_t>() ? 'u' : dt == nb::dtype<uint8_t>() ? 'b' : 0;
+        if (!r.dtype) throw nb::type_error((label + ": array '" + key + "' has an unsupported dtype").c_str());
+        sp.arrays[key] = r;
+        keep_.push_back(nb::borrow(v));
+      }
+    }
+    try {
+      return ex_.add_op(sp);
+    } catch (const std::invalid_argument& e) {
+      throw nb::value_error(e.what());
+    }
+  }
+
+  std::vector<int64_t> value(int v) const {
+    const auto& x = ex_.value(v);
+    return {x.bits ? 1 : 0, x.h, x.w, x.c};
+  }
+
+  void set_outputs(const std::vector<int>& outs) {
+    try { ex_.set_outputs(outs); } catch (const std::invalid_argument& e) { throw nb::value_error(e.what()); }
+  }
+
+  // x: (n, ...) uint8 or float32, C-contiguous; outs: float32 arrays of the outputs' sizes.
+  void run(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> x, std::vector<nb::ndarray<float, nb::c_contig, nb::device::cpu>> outs,
+           bool profile, bool record, bool poison) {
+    const bool u8 = x.dtype() == nb::dtype<uint8_t>();
+    if (!u8 && x.dtype() != nb::dtype<float>()) throw nb::type_error("run: input must be uint8 or float32");
+    if (x.ndim() < 1) throw nb::value_error("run: input needs a batch axis");
+    const int64_t n = static_cast<int64_t>(x.shape(0));
+    const auto& in = ex_.value(0);
+    if (n < 1 || static_cast<int64_t>(x.size()) != n * in.h * in.w * in.c)
+      throw nb::value_error("run: input size does not match the graph input");
+    std::vector<float*> ptrs;
+    for (size_t k = 0; k < outs.size(); ++k) ptrs.push_back(outs[k].data());
+    std::vector<int64_t> sizes = out_sizes_;
+    if (sizes.size() != outs.size()) throw nb::value_error("run: wrong number of outputs");
+    for (size_t k = 0; k < outs.size(); ++k)
+      if (static_cast<int64_t>(outs[k].size()) != n * sizes[k]) throw nb::value_error("run: output buffer size mismatch");
+    nb::gil_scoped_release unlocked;
+    ex_.run(x.data(), u8, n, ptrs, profile, record, poison);
+  }
+
+  void outputs(const std::vector<int>& outs) {
+    set_outputs(outs);
+    out_sizes_.clear();
+    for (int v : outs) {
+      const auto& x = ex_.value(v);
+      out_sizes_.push_back(x.h * x.w * x.c);
+    }
+  }
+
+  std::vector<double> op_seconds() const { return ex_.op_seconds(); }
+  int64_t arena_bytes(int64_t n) { return ex_.arena_bytes(n); }
+
+  // (op index, int32 accumulators (n*oh*ow*oc) as a new array) of every bitwise layer that
+  // recorded in the last run.
+  std::vector<std::pair<int, nb::ndarray<nb::numpy, int32_t>>> records() const {
+    std::vector<std::pair<int, nb::ndarray<nb::numpy, int32_t>>> out;
+    for (size_t i = 0; i < ex_.ops().size(); ++i) {
+      const auto* r = ex_.ops()[i]->recorded();
+      if (!r || r->empty()) continue;
+      auto* copy = new std::vector<int32_t>(*r);
+      nb::capsule owner(copy, [](void* p) noexcept { delete static_cast<std::vector<int32_t>*>(p); });
+      size_t shape[1] = {copy->size()};
+      out.emplace_back(static_cast<int>(i), nb::ndarray<nb::numpy, int32_t>(copy->data(), 1, shape, owner));
+    }
+    return out;
+  }
+
+ private:
+  lowbit::graph::Executor ex_;
+  std::vector<nb::object> keep_;
+  std::vector<int64_t> out_sizes_;
+};
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -344,4 +453,17 @@ NB_MODULE(_kernels, m) {
       },
       "which"_a, "seconds"_a = 0.2,
       "Binary GMAC/s of a register-only loop of a kernel's instruction mix (thread CPU time).");
+
+  nb::class_<PyGraph>(m, "Graph", "The native graph executor (csrc/graph/executor.h); built by lowbit.runtime.native.")
+      .def(nb::init<int>(), "threads"_a)
+      .def("add_op", &PyGraph::add_op, "kind"_a, "label"_a, "inputs"_a, "attrs"_a,
+           "Add an op; returns the id of the value it defines (errors name the op).")
+      .def("value", &PyGraph::value, "v"_a, "[bits, h, w, c] of value v (per image).")
+      .def("set_outputs", &PyGraph::outputs, "outputs"_a)
+      .def("run", &PyGraph::run, "x"_a.noconvert(), "outs"_a.noconvert(), "profile"_a = false,
+           "record"_a = false, "poison"_a = false, "Run one batch; outputs in torch's layout.")
+      .def("op_seconds", &PyGraph::op_seconds, "Per-op wall seconds of the last profiled run.")
+      .def("arena_bytes", &PyGraph::arena_bytes, "n"_a, "Arena bytes for a batch of n.")
+      .def("records", &PyGraph::records, "(op index, int32 accumulators) of the last recorded run.");
+  m.attr("has_eigen") = true;
 }

@@ -1,4 +1,12 @@
-"""The graph executor: ``Runtime(path, threads=1).predict(images)`` (numpy + kernels, no torch).
+"""The graph runtime: ``Runtime(path, threads=1).predict(images)`` (numpy + kernels, no torch).
+
+Two executors run a planned graph.  ``executor="native"`` (the default whenever the
+compiled extension runs every op, i.e. for any graph lowbit writes, on every compiled CPU
+path): one C++ call per batch runs the whole graph in one planned arena
+(csrc/graph/executor.h, built by ``lowbit.runtime.native``).  ``executor="python"``: the
+op-by-op numpy + kernel-call executor below, the living spec the native one is tested
+against; it is also what runs on the ``ref`` path (numpy reference kernels).
+``LOWBIT_EXECUTOR=python|native`` sets the default.
 
 The graph (``lowbit.codec.graph``: version 2, a DAG of named values; version-1 chains are
 upgraded at load) is checked once at load, then planned: each op's weights are laid out for
@@ -63,7 +71,10 @@ class Runtime:
     ``variant``: force a kernel CPU path / micro-kernel (default: the best this CPU runs)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, kernel: str | None = None,
-                 variant: str | None = None):
+                 variant: str | None = None, executor: str | None = None):
+        executor = executor or os.environ.get("LOWBIT_EXECUTOR", "").strip().lower() or None
+        if executor not in (None, "native", "python"):
+            raise ValueError(f"executor: expected 'native' or 'python', got {executor!r}")
         _keep_heap()
         self.path = os.fspath(path)
         self.threads = int(threads)
@@ -104,6 +115,25 @@ class Runtime:
         # packed sections now live in the kernels' layouts: drop the file's copies
         self.mf.sections.clear()
         self.mf._cache.clear()
+        self.native = self._native(kernel, executor)
+        self.executor = "native" if self.native is not None else "python"
+
+    def _native(self, kernel, executor):
+        """The native executor, or None for the Python one (asked for, the ``ref`` path, or
+        an op the native executor lacks; asking for "native" then is an error)."""
+        from lowbit.runtime import kernels as K
+        from lowbit.runtime.native import NativeGraph, NotNative
+        if executor == "python":
+            return None
+        path = K.resolve_path(kernel)
+        try:
+            if path == "ref":
+                raise NotNative("the 'ref' kernel path is the numpy reference (Python executor)")
+            return NativeGraph(self, path)
+        except NotNative as e:
+            if executor == "native":
+                raise ValueError(f"{self.path}: the native executor cannot run this graph: {e}") from None
+            return None
 
     # -- planning -----------------------------------------------------------------------------
     def _tensor(self, name: str) -> np.ndarray:
@@ -166,6 +196,8 @@ class Runtime:
             out[:, c] = self._table[c][x[:, c]]
         return out
 
+    _poison = False     # tests: fill every freed arena buffer with 0xFF between native ops
+
     def op_label(self, i: int) -> str:
         """``"NN name"`` (or ``"NN kind"``) of graph op ``i``: the keys of ``profile``."""
         op = self.ops[i]
@@ -173,6 +205,12 @@ class Runtime:
 
     def _forward(self, x, record, profile, normalized) -> dict:
         """The graph outputs' values as computed (float arrays or Bits)."""
+        if self.native is not None:
+            t0 = time.perf_counter() if profile is not None else 0.0
+            x = check_input(x, self.inputs[0], normalized, self.path)
+            if profile is not None:
+                profile["check"] = profile.get("check", 0.0) + (time.perf_counter() - t0)
+            return self.native.run(x, profile, record, poison=self._poison)
         tick = time.perf_counter if profile is not None else None
         if tick:
             t0 = tick()

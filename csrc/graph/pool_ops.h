@@ -1,0 +1,195 @@
+// Pooling, upsampling and the joins (add, concat) of the graph executor, on NHWC values.
+// Sums add a window's taps row by row, one after another, in float32 (torch's CPU kernels
+// and lowbit.runtime.float_ops do the same), so a window whose values cancel gives exactly 0.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "bconv/maxpool.h"
+#include "common/threads.h"
+#include "graph/float_ops.h"
+#include "graph/spec.h"
+
+namespace lowbit {
+namespace graph {
+
+// Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).
+class MaxPoolOp : public Op {
+ public:
+  MaxPoolOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
+    if (sp.inputs.size() != 1) sp.fail("expected one input");
+    in_ = vals.at(static_cast<size_t>(sp.inputs[0]));
+    kh_ = sp.i("kh"); kw_ = sp.i("kw"); sh_ = sp.i("sh"); sw_ = sp.i("sw");
+    out = in_;
+    out.h = window_out(sp, in_.h, kh_, sh_, 0);
+    out.w = window_out(sp, in_.w, kw_, sw_, 0);
+  }
+  void run(Ctx& c) override {
+    if (in_.bits) {
+      binary_maxpool2d(static_cast<const uint64_t*>(c.in[0]), c.n, in_.h, in_.w, in_.words(), kh_, kw_,
+                       sh_, sw_, 0, 0, out.h, out.w, static_cast<uint64_t*>(c.out), c.threads);
+      return;
+    }
+    const float* x = static_cast<const float*>(c.in[0]);
+    float* y = static_cast<float*>(c.out);
+    const int64_t C = in_.c;
+    parallel_for(c.n * out.h, threads_for(c.threads, c.n * out.h * out.w * C * kh_ * kw_, int64_t{1} << 16),
+                 [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / out.h, oy = r % out.h;
+        for (int64_t ox = 0; ox < out.w; ++ox) {
+          float* o = y + (r * out.w + ox) * C;
+          for (int64_t i = 0; i < kh_; ++i)
+            for (int64_t j = 0; j < kw_; ++j) {
+              const float* t = x + ((b * in_.h + oy * sh_ + i) * in_.w + ox * sw_ + j) * C;
+              if (i == 0 && j == 0) {
+                std::memcpy(o, t, static_cast<size_t>(C) * 4);
+              } else {  // np.maximum: NaN wins
+                for (int64_t ch = 0; ch < C; ++ch)
+                  o[ch] = (o[ch] >= t[ch] || std::isnan(o[ch])) ? o[ch] : t[ch];
+              }
+            }
+        }
+      }
+    });
+  }
+
+ private:
+  Value in_;
+  int64_t kh_, kw_, sh_, sw_;
+};
+
+// torch AvgPool2d: window sum over the zero-padded input / window size (count_include_pad)
+// or / its in-image part.  global=1: the mean over all of h, w (adaptive average to 1x1).
+class AvgPoolOp : public Op {
+ public:
+  AvgPoolOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
+    in_ = only_input(sp, vals, false);
+    if (sp.i("global", 0)) {
+      kh_ = in_.h; kw_ = in_.w; sh_ = sw_ = 1; ph_ = pw_ = 0; include_pad_ = true;
+    } else {
+      kh_ = sp.i("kh"); kw_ = sp.i("kw"); sh_ = sp.i("sh"); sw_ = sp.i("sw");
+      ph_ = sp.i("ph"); pw_ = sp.i("pw"); include_pad_ = sp.i("count_include_pad") != 0;
+    }
+    out = in_;
+    out.h = window_out(sp, in_.h, kh_, sh_, ph_);
+    out.w = window_out(sp, in_.w, kw_, sw_, pw_);
+  }
+  void run(Ctx& c) override {
+    const float* x = static_cast<const float*>(c.in[0]);
+    float* y = static_cast<float*>(c.out);
+    const int64_t C = in_.c;
+    parallel_for(c.n * out.h, threads_for(c.threads, c.n * out.h * out.w * C * kh_ * kw_, int64_t{1} << 16),
+                 [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / out.h, oy = r % out.h;
+        for (int64_t ox = 0; ox < out.w; ++ox) {
+          float* o = y + (r * out.w + ox) * C;
+          int64_t count = 0;
+          bool first = true;
+          for (int64_t i = 0; i < kh_; ++i)
+            for (int64_t j = 0; j < kw_; ++j) {
+              const int64_t iy = oy * sh_ - ph_ + i, ix = ox * sw_ - pw_ + j;
+              const bool inside = iy >= 0 && iy < in_.h && ix >= 0 && ix < in_.w;
+              count += inside;
+              const float* t = inside ? x + ((b * in_.h + iy) * in_.w + ix) * C : nullptr;
+              for (int64_t ch = 0; ch < C; ++ch) {
+                const float v = t ? t[ch] : 0.f;
+                o[ch] = first ? v : o[ch] + v;
+              }
+              first = false;
+            }
+          const float d = static_cast<float>(include_pad_ ? kh_ * kw_ : count);
+          for (int64_t ch = 0; ch < C; ++ch) o[ch] = o[ch] / d;
+        }
+      }
+    });
+  }
+
+ private:
+  Value in_;
+  int64_t kh_, kw_, sh_, sw_, ph_, pw_;
+  bool include_pad_;
+};
+
+// Nearest-neighbour upsampling by integer factors.
+class UpsampleOp : public Op {
+ public:
+  UpsampleOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
+    in_ = only_input(sp, vals, false);
+    fh_ = sp.i("fh"); fw_ = sp.i("fw");
+    if (fh_ < 1 || fw_ < 1) sp.fail("scale must be >= 1");
+    out = in_;
+    out.h = in_.h * fh_; out.w = in_.w * fw_;
+  }
+  void run(Ctx& c) override {
+    const float* x = static_cast<const float*>(c.in[0]);
+    float* y = static_cast<float*>(c.out);
+    const int64_t C = in_.c;
+    for (int64_t b = 0; b < c.n; ++b)
+      for (int64_t oy = 0; oy < out.h; ++oy)
+        for (int64_t ox = 0; ox < out.w; ++ox)
+          std::memcpy(y + ((b * out.h + oy) * out.w + ox) * C,
+                      x + ((b * in_.h + oy / fh_) * in_.w + ox / fw_) * C, static_cast<size_t>(C) * 4);
+  }
+
+ private:
+  Value in_;
+  int64_t fh_, fw_;
+};
+
+// add: ((x0 + x1) + x2) + ... of equal shapes; concat: along channels.
+class JoinOp : public Op {
+ public:
+  JoinOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
+    concat_ = sp.kind == "concat";
+    if (sp.inputs.size() < 2) sp.fail("expected two or more inputs");
+    for (int v : sp.inputs) {
+      const Value& x = vals.at(static_cast<size_t>(v));
+      if (x.bits) sp.fail("expected float inputs");
+      ins_.push_back(x);
+    }
+    out = ins_[0];
+    if (concat_) out.c = 0;
+    for (const Value& x : ins_) {
+      if (x.h != out.h || x.w != out.w || (!concat_ && x.c != out.c)) sp.fail("input shapes differ");
+      if (concat_) out.c += x.c;
+    }
+  }
+  void run(Ctx& c) override {
+    float* y = static_cast<float*>(c.out);
+    const int64_t rows = c.n * out.h * out.w, C = out.c;
+    parallel_for(rows, threads_for(c.threads, rows * C * static_cast<int64_t>(ins_.size()), int64_t{1} << 16),
+                 [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* o = y + r * C;
+        if (concat_) {
+          int64_t off = 0;
+          for (size_t k = 0; k < ins_.size(); ++k) {
+            const int64_t ck = ins_[k].c;
+            std::memcpy(o + off, static_cast<const float*>(c.in[k]) + r * ck, static_cast<size_t>(ck) * 4);
+            off += ck;
+          }
+          continue;
+        }
+        const float* a = static_cast<const float*>(c.in[0]) + r * C;
+        const float* b = static_cast<const float*>(c.in[1]) + r * C;
+        for (int64_t j = 0; j < C; ++j) o[j] = a[j] + b[j];
+        for (size_t k = 2; k < ins_.size(); ++k) {
+          const float* t = static_cast<const float*>(c.in[k]) + r * C;
+          for (int64_t j = 0; j < C; ++j) o[j] += t[j];
+        }
+      }
+    });
+  }
+
+ private:
+  bool concat_;
+  std::vector<Value> ins_;
+};
+
+}  // namespace graph
+}  // namespace lowbit
