@@ -51,6 +51,7 @@ def _rows(path):
 
 
 def test_track_video_outputs_and_speeds(tmp_path):
+    pytest.importorskip("lowbit.data.video")                     # the video writer
     cal = Calibration.from_scale(0.1)
     summary = track_video(list(_scene()), colour_detector, tmp_path, cal, fps=25,
                           class_names=["red", "green"], progress=False)

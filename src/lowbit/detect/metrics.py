@@ -261,12 +261,9 @@ def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
     from lowbit.detect.calibration import Calibration, CalibrationError
     from lowbit.detect.pipeline import build_detector, check_common, fail, track_video
     from lowbit.detect.speed import SpeedEstimator
-    from lowbit.detect.track import Tracker
 
     cmd = "detect eval"
-    bad = check_common(threads, threshold, max_speed, "km/h")
-    if bad is None and not 0 < track_thresh <= 1:
-        bad = f"--track-thresh: expected 0..1, got {track_thresh}"
+    bad = check_common(threads, threshold, max_speed, "km/h", track_thresh)
     if bad is None and limit is not None and limit < 1:
         bad = f"--limit: expected >= 1, got {limit}"
     if bad:
@@ -283,8 +280,7 @@ def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
                 tempfile.TemporaryDirectory(prefix="lowbit-eval-")))
             track_video(data_dir / "video.mp4", det, run_dir, cal,
                         timestamps=stamps,
-                        tracker=Tracker(frame_rate=_fps(data_dir), track_thresh=track_thresh,
-                                        low_thresh=min(threshold, track_thresh)),
+                        track_thresh=track_thresh,
                         speed=SpeedEstimator(max_speed=max_speed), video=bool(out),
                         limit=limit, progress=progress)
             res = evaluate_tracking(run_dir, data_dir, class_agnostic=detector == "mog2")
@@ -295,9 +291,3 @@ def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
     print(format_table(res))
     return 0
 
-
-def _fps(data_dir: Path) -> float:
-    try:
-        return float(json.loads((data_dir / "meta.json").read_text())["fps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 30.0

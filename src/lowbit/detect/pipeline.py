@@ -134,14 +134,15 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
                 timestamps="auto", fps: float | None = None, tracker: Tracker | None = None,
                 speed: SpeedEstimator | None = None, unit: str = "km/h", video: bool = True,
                 batch: int = 1, class_names=None, limit: int | None = None,
-                edge_margin: float = 1.0, progress: bool | None = None) -> dict:
+                edge_margin: float = 1.0, track_thresh: float = 0.5,
+                progress: bool | None = None) -> dict:
     """Detect, track and measure every frame of ``source`` (a video path / URL / camera index
     read with ``lowbit.data.video.open_video``, or an iterable of ``(index, seconds, frame)``)
     and write the outputs described in the module doc to ``out_dir``; returns the summary.
 
     ``timestamps``: passed to ``open_video`` (``"auto"``: ``timestamps.json`` beside the
     video); ``fps``: the nominal rate (default: the video's); ``tracker`` / ``speed``: default
-    ``Tracker(fps)`` / ``SpeedEstimator()``; ``batch``: frames per call of a batched
+    ``Tracker(fps, track_thresh)`` / ``SpeedEstimator()``; ``batch``: frames per call of a batched
     detector; ``limit``: stop after that many frames; ``edge_margin`` (px): boxes this close
     to the left, right or bottom edge add no position to the speed fit (their bottom centre
     is cut off); ``progress``: a tqdm bar on stderr (None: only on a terminal)."""
@@ -152,7 +153,8 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, fps, total, close = _frames(source, timestamps, fps)
-    tracker = tracker or Tracker(frame_rate=fps)
+    tracker = tracker or Tracker(frame_rate=fps, track_thresh=track_thresh,
+                                 low_thresh=min(0.1, track_thresh))
     speed = speed or SpeedEstimator()
     class_names = class_names if class_names is not None else \
         (getattr(detector, "classes", None) or None)
@@ -294,7 +296,8 @@ def build_detector(kind: str, model, threads: int, threshold: float, video=None,
     return ModelFrames(Detector(model, threads=threads, threshold=threshold))
 
 
-def check_common(threads: int, threshold: float, max_speed: float, unit: str) -> str | None:
+def check_common(threads: int, threshold: float, max_speed: float, unit: str,
+                 track_thresh: float = 0.5) -> str | None:
     """The first bad argument shared by ``track`` and ``detect eval``, as a message."""
     if threads < 1:
         return f"--threads: expected >= 1, got {threads}"
@@ -304,18 +307,21 @@ def check_common(threads: int, threshold: float, max_speed: float, unit: str) ->
         return f"--max-speed: expected > 0 m/s, got {max_speed}"
     if unit not in UNITS:
         return f"--unit: expected one of {', '.join(UNITS)}, got {unit!r}"
+    if not 0 < track_thresh <= 1:
+        return f"--track-thresh: expected 0..1, got {track_thresh}"
     return None
 
 
 def track_command(video, model=None, out="runs/track", calib=None, threads: int = 1,
-                  threshold: float = 0.3, max_speed: float = 60.0, detector: str = "model",
+                  threshold: float = 0.1, max_speed: float = 60.0, detector: str = "model",
                   unit: str = "km/h", timestamps="auto", limit: int | None = None,
-                  no_video: bool = False, batch: int = 8, progress: bool | None = None) -> int:
+                  no_video: bool = False, batch: int = 8, track_thresh: float = 0.5,
+                  progress: bool | None = None) -> int:
     """``lowbit track VIDEO [MODEL]``: detect, track and measure speeds; 0, or 2 after one
     ``lowbit track: error: ...`` line for a user error."""
     from lowbit.data.idx import DataError
 
-    bad = check_common(threads, threshold, max_speed, unit)
+    bad = check_common(threads, threshold, max_speed, unit, track_thresh)
     if bad is None and limit is not None and limit < 1:
         bad = f"--limit: expected >= 1, got {limit}"
     if bad is None and batch < 1:
@@ -329,7 +335,8 @@ def track_command(video, model=None, out="runs/track", calib=None, threads: int 
         det = build_detector(detector, model, threads, threshold, video, timestamps)
         summary = track_video(video, det, out, cal, timestamps=timestamps,
                               speed=SpeedEstimator(max_speed=max_speed), unit=unit,
-                              video=not no_video, batch=batch, limit=limit, progress=progress)
+                              video=not no_video, batch=batch, limit=limit,
+                              track_thresh=track_thresh, progress=progress)
     except (CalibrationError, DataError, ValueError, OSError) as e:
         return fail("track", str(e) or type(e).__name__)
     _print_summary(summary, out, unit)
