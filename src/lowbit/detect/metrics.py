@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["coco_map", "mot_metrics", "speed_error", "read_mot", "read_tracks",
+__all__ = ["coco_map", "mot_metrics", "matched_pairs", "speed_error", "format_table", "read_mot",
+           "read_tracks",
            "read_detections", "read_truth", "evaluate_tracking", "eval_command"]
 
 
