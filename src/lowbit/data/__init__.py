@@ -29,3 +29,13 @@ __all__ = ["DataError", "read_idx", "write_idx", "find_root", "load", "load_file
            "NUM_CLASSES", "train_val_split", "subset", "batch_order", "iter_batches",
            "Normalization", "load_with_classes", "describe", "DataInfo", "data_kind",
            "read_npz", "load_npz", "read_image_folder", "load_image_folder"]
+
+# detection data (the video application): YOLO / COCO readers, video I/O, synthetic video.
+# OpenCV (the ``detect`` extra) is imported only when a video is read, written or rendered.
+from .detset import DetectionSet  # noqa: E402
+from .yolo import load_yolo  # noqa: E402
+from .coco import load_coco  # noqa: E402
+from .video import VideoWriter, open_video  # noqa: E402
+from .synth import make_video  # noqa: E402
+
+__all__ += ["DetectionSet", "load_yolo", "load_coco", "open_video", "VideoWriter", "make_video"]
