@@ -1,0 +1,249 @@
+"""The native whole-graph executor (csrc/graph, lowbit.runtime.native) against the Python
+executor (the living spec) and torch eval: every recipe of test_export.CASES, every graph-v2
+op of test_dag.SINGLE and the three test-only models, at 1 and 2 threads, on every compiled
+CPU path this machine runs; integer accumulators identical; every run in poison mode (each
+freed arena buffer is filled with 0xFF between ops, so a plan that aliased two live values
+would change the answers); inconsistent plans refused naming the op."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowbit.data import Normalization
+from lowbit.runtime import kernels as K
+from lowbit.runtime.graph import Runtime
+from lowbit.train.checkpoint import build_model
+from lowbit.train.export import export_model
+
+from test_dag import C, NORM1, NORM3, SINGLE, RGBNet, ResidualBinary, _float_bn_net, _fmnist
+from test_export import BITWISE, CASES, NORM, randomize_bn, torch_accumulators
+
+torch.set_num_threads(1)
+PATHS = [p for p in K.available_paths() if p != "ref"]
+pytestmark = pytest.mark.skipif(not PATHS or not hasattr(K._kernels, "Graph"),
+                                reason="no compiled kernels")
+
+
+def _close(out, ref, what=""):
+    assert out.shape == ref.shape, (what, out.shape, ref.shape)
+    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), what
+
+
+def _check(path, ref, acc, images, normalized, bitwise=(), paths=None):
+    """native == python == torch on every path and thread count (poison mode)."""
+    for kpath in paths or PATHS:
+        for threads in (1, 2):
+            what = f"{kpath}, {threads} thread(s)"
+            rn = Runtime(path, threads=threads, kernel=kpath, executor="native")
+            assert rn.executor == "native" and rn.native.path == kpath
+            rn._poison = True
+            rp = Runtime(path, threads=threads, kernel=kpath, executor="python")
+            rec_n, rec_p = {}, {}
+            out_n = rn.run(images, record=rec_n, normalized=normalized)
+            out_p = rp.run(images, record=rec_p, normalized=normalized)
+            for k, v in enumerate(rn.outputs):
+                n = out_n[v].reshape(len(images), -1)
+                _close(n, ref[k].reshape(len(images), -1), f"{what}: native vs torch, {v}")
+                _close(n, out_p[v].reshape(len(images), -1), f"{what}: native vs python, {v}")
+            assert set(rec_n) == set(rec_p) and set(bitwise) <= set(rec_n), what
+            for name, a in rec_n.items():
+                np.testing.assert_array_equal(a, rec_p[name], err_msg=f"{name}, {what}")
+                if acc is not None:
+                    np.testing.assert_array_equal(a, acc[name].astype(np.int64), err_msg=f"{name}, {what}")
+    return rn
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    try:
+        from lowbit.data import load
+        imgs = np.concatenate([imgs, load("test")[0][:12]])
+    except Exception:
+        pass
+    return imgs
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{k}" if k else n for n, k in CASES])
+def test_recipes_native_equals_python_and_torch(name, kwargs, images, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs)
+    randomize_bn(model)
+    model.eval()
+    path = tmp_path / "m.lbm"
+    export_model(model, path, NORM)
+    x = torch.from_numpy(Normalization.from_dict(NORM).apply(images))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    acc = torch_accumulators(model, x)
+    bitwise = set(BITWISE.get(name, ()))
+    if name == "dorefa-lenet5" and kwargs.get("bits", "1,2,6").split(",")[1] == "16":
+        bitwise = set()
+    rn = _check(path, [ref], acc, images, False, bitwise)
+    np.testing.assert_array_equal(rn.predict(images, batch=7), ref.argmax(1))
+
+
+@pytest.mark.parametrize("name", list(SINGLE))
+def test_each_graph_op_native(name, tmp_path):
+    torch.manual_seed(0)
+    model = SINGLE[name]
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(1).standard_normal((3, C, 8, 8)).astype(np.float32)
+    x[0, 0, 0, :3] = 0.0
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    refs = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
+    _check(path, refs, None, x, True)
+
+
+def test_linear_batchnorm1d_prelu_native(tmp_path):
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(C * 16, 20), nn.BatchNorm1d(20), nn.PReLU(20),
+                          nn.Linear(20, 4))
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(2).standard_normal((5, C, 4, 4)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    rn = _check(path, [ref], None, x, True)
+    # BN and PReLU run fused into the first dense layer's output program
+    assert rn.native.fused == {2: 1, 3: 1}
+
+
+@pytest.mark.parametrize("make,norm,channels,size", [
+    (ResidualBinary, NORM1, 1, 28), (RGBNet, NORM3, 3, 32), (_float_bn_net, NORM1, 1, 28)],
+    ids=["residual-binary", "rgb-3x32x32", "float-bn"])
+def test_test_only_models_native(make, norm, channels, size, tmp_path):
+    torch.manual_seed(0)
+    model = make()
+    randomize_bn(model)
+    model.eval()
+    images = _fmnist(200, channels, size)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, norm, input_shape=(channels, size, size))
+    mean = np.asarray(norm["mean"], np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], np.float64).reshape(1, -1, 1, 1)
+    x = ((images / 255.0 - mean) / std).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x))
+    _check(path, [ref], acc, images, False)
+
+
+def test_forced_variants_and_environment(images, tmp_path, monkeypatch):
+    """A forced micro-kernel variant and LOWBIT_KERNEL reach every native op."""
+    torch.manual_seed(0)
+    model = build_model("twn-lenet5").eval()
+    randomize_bn(model)
+    export_model(model, tmp_path / "t.lbm", NORM)
+    model2 = build_model("bnn-vgg-small", width=0.5).eval()
+    randomize_bn(model2)
+    export_model(model2, tmp_path / "v.lbm", NORM)
+    for p in ("t.lbm", "v.lbm"):
+        want = Runtime(tmp_path / p, executor="python").logits(images)
+        for path in PATHS:
+            for variant in K.bgemm_variants(path) and __import__(
+                    "lowbit.runtime.bitconv", fromlist=["x"]).xconv_variants(path):
+                if variant.startswith("masked-") and p == "v.lbm":
+                    continue
+                rn = Runtime(tmp_path / p, kernel=path, variant=variant, executor="native")
+                rn._poison = True
+                _close(rn.logits(images), want, f"{p} {path}/{variant}")
+    monkeypatch.setenv("LOWBIT_KERNEL", PATHS[0])
+    rn = Runtime(tmp_path / "v.lbm")
+    assert rn.executor == "native" and rn.native.path == PATHS[0]
+    assert {l.pw.path for l in rn.layers.values() if l.kind != "float"} == {PATHS[0]}
+    monkeypatch.setenv("LOWBIT_KERNEL", "ref")
+    assert Runtime(tmp_path / "v.lbm").executor == "python"        # ref: the numpy reference
+    with pytest.raises(ValueError, match="native executor cannot run"):
+        Runtime(tmp_path / "v.lbm", executor="native")
+    monkeypatch.delenv("LOWBIT_KERNEL")
+    monkeypatch.setenv("LOWBIT_EXECUTOR", "python")
+    assert Runtime(tmp_path / "v.lbm").executor == "python"
+    with pytest.raises(ValueError, match="executor"):
+        Runtime(tmp_path / "v.lbm", executor="fast")
+
+
+def test_arena_reuses_memory_and_profile(images, tmp_path):
+    model = build_model("bnn-vgg-small").eval()
+    export_model(model, tmp_path / "v.lbm", NORM)
+    rt = Runtime(tmp_path / "v.lbm")
+    g = rt.native.g
+    per_value = 0
+    for k in range(len(rt.native.labels)):
+        bits, h, w, c = g.value(k)
+        per_value += h * w * ((c + 63) // 64 * 8 if bits else c * 4)
+    assert g.arena_bytes(64) < 64 * per_value          # buffers are reused across ops
+    prof = rt.profile_ops(images[:1], calls=2)
+    names = {r["name"] for r in prof}
+    assert {rt.op_label(i) for i, op in enumerate(rt.ops)} <= names   # fused / aliased: 0 ms
+    assert all(r["ms"] >= 0 for r in prof)
+
+
+def _graph_with_input(h=8, w=8, c=4):
+    g = K._kernels.Graph(1)
+    g.add_op("input", "graph input", [], {"h": h, "w": w, "c": c,
+                                         "table": np.zeros((c, 256), np.float32)})
+    return g
+
+
+def test_inconsistent_plans_are_refused_naming_the_op():
+    g = _graph_with_input()
+    with pytest.raises(ValueError, match=r"op 1 'c1' \(conv2d\): array 'weight' has 10 elements, expected 108"):
+        g.add_op("fconv", "op 1 'c1' (conv2d)", [0], dict(kh=3, kw=3, sh=1, sw=1, ph=0, pw=0, pad=0.0,
+                                                       oc=3, b_trans=0, weight=np.zeros(10, np.float32)))
+    with pytest.raises(ValueError, match=r"op 2 'p' \(maxpool2d\): window does not fit"):
+        g.add_op("maxpool", "op 2 'p' (maxpool2d)", [0], dict(kh=9, kw=9, sh=1, sw=1))
+    with pytest.raises(ValueError, match=r"op 3 \(add\): input value 7 is not defined"):
+        g.add_op("add", "op 3 (add)", [0, 7], {})
+    with pytest.raises(ValueError, match=r"op 4 \(add\): input shapes differ"):
+        v = g.add_op("maxpool", "op 4a", [0], dict(kh=2, kw=2, sh=2, sw=2))
+        g.add_op("add", "op 4 (add)", [0, v], {})
+    with pytest.raises(ValueError, match=r"op 5 \(batchnorm\): array 'step0.a' has 3 elements, expected 4"):
+        g.add_op("ew", "op 5 (batchnorm)", [0], {"steps": 1, "step0": 5, "step0.a": np.zeros(3),
+                                                 "step0.b": np.zeros(4)})
+    with pytest.raises(ValueError, match=r"op 6 \(sign\): expected a float input"):
+        b = g.add_op("tobits", "op 6a", [0], {"path": PATHS[0]})
+        g.add_op("tobits", "op 6 (sign)", [b], {"path": PATHS[0]})
+    words = K._kernels.xconv_packed_words(5, 9, PATHS[0], "")
+    base = dict(source=0, path=PATHS[0], variant="", xkind=0, oc=5, c=4, kh=3, kw=3, sh=1, sw=1,
+                ph=1, pw=1, pad_value=-1, w_bits=1, packed=np.zeros(words, np.uint64),
+                w_pop=np.zeros(0, np.int32), bits_out=1, thr=np.zeros(5, np.int32),
+                flip=np.zeros(5, np.uint8))
+    assert g.value(g.add_op("qlayer", "op 7 ok", [b], base)) == [1, 8, 8, 5]
+    bad = [({"packed": np.zeros(words - 1, np.uint64)}, "array 'packed' has"),
+           ({"thr": np.zeros(4, np.int32)}, "array 'thr' has 4 elements, expected 5"),
+           ({"flip": np.full(5, 2, np.uint8)}, "flip must be 0 or 1"),
+           ({"c": 3}, "in_channels 3 but the input has 4"),
+           ({"pad_value": 0}, "missing array 'tap_sums'"),
+           ({"source": 1}, "input kind does not match"),
+           ({"path": "nope"}, "kernel path 'nope' does not run on this CPU"),
+           ({"pool": 1, "pool.kh": 9, "pool.kw": 9, "pool.sh": 1, "pool.sw": 1}, "window does not fit")]
+    for change, msg in bad:
+        with pytest.raises(ValueError, match=r"op 8 'fc' \(qdense\): " + msg):
+            g.add_op("qlayer", "op 8 'fc' (qdense)", [b], dict(base, **change))
+
+
+def test_runtime_refuses_a_corrupted_plan(tmp_path, monkeypatch):
+    """What the native plan relies on is checked again in C++: a layer whose thresholds do
+    not match its channels (as if an edit got past the codec checks) is refused at load."""
+    from lowbit.runtime import ops
+    model = build_model("bnn-lenet5").eval()
+    export_model(model, tmp_path / "m.lbm", NORM)
+    real = ops.QLayer.__init__
+
+    def corrupt(self, op, *a, **k):
+        real(self, op, *a, **k)
+        if self.name == "conv2":
+            self.thr = self.thr[:-1]
+    monkeypatch.setattr(ops.QLayer, "__init__", corrupt)
+    with pytest.raises(ValueError, match=r"graph op 3 'conv2' \(qconv2d\): array 'thr' has 49"):
+        Runtime(tmp_path / "m.lbm", executor="native")
