@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(sub)
     _add_runtime(sub)
     _add_report(sub)
+    from lowbit.commands.detect import add_detect, add_track
+    add_detect(sub)
+    add_track(sub)
     return parser
 
 

@@ -1,0 +1,171 @@
+"""``lowbit detect synth | train | eval | autolabel`` and ``lowbit track``: the video
+application's command line.  Handlers import their package lazily (no torch for synth,
+autolabel, eval and track; ``detect train`` needs it)."""
+from __future__ import annotations
+
+import argparse
+
+from lowbit.cliargs import positive_int
+
+__all__ = ["add_detect", "add_track"]
+
+
+def _fraction(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return v
+
+
+def _positive(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return v
+
+
+def _size(value: str) -> tuple[int, int]:
+    parts = value.lower().replace(",", "x").split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 160x120, got {value!r}") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"expected WxH of at least 16x16, got {value!r}")
+    return w, h
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``track`` and ``detect eval`` (one meaning each)."""
+    p.add_argument("--detector", default="model", choices=["model", "mog2"],
+                   help="the lowbit model file (--model), or OpenCV MOG2 background subtraction "
+                        "(the traditional method, for comparison)")
+    p.add_argument("--threads", type=positive_int, default=1, help="runtime kernel threads")
+    p.add_argument("--threshold", type=_fraction, default=0.1, help="detector score cut")
+    p.add_argument("--track-thresh", type=_fraction, default=0.5,
+                   help="score above which a detection can start or keep a track (ByteTrack's "
+                        "first stage); lower it for an early model")
+    p.add_argument("--max-speed", type=_positive, default=60.0, help="clamp speeds (m/s)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N frames only")
+
+
+def add_detect(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("detect", help="the video application: synthetic data, detector "
+                                      "training, evaluation, labels from a static camera")
+    dsub = d.add_subparsers(dest="detect_cmd", required=True, metavar="COMMAND")
+
+    p = dsub.add_parser("synth", help="a synthetic moving-object video with exact ground truth "
+                                      "(YOLO labels, MOT gt.txt, calibration, true speeds)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--frames", type=positive_int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_size, default=(160, 120), metavar="WxH")
+    p.add_argument("--fps", type=_positive, default=30.0)
+    p.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    p.add_argument("--classes", default=None, help="comma-separated Fashion-MNIST class names")
+    p.add_argument("--objects", type=positive_int, default=None,
+                   help="default: 2 + the video's length in seconds, at least 3")
+    p.add_argument("--static", action="store_true", help="no lighting change, noise or blur")
+    p.add_argument("--val-fraction", type=_fraction, default=0.0,
+                   help="the last frames go to images/val")
+    p.add_argument("--sprites", default="auto", choices=["auto", "fashion", "shapes"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_synth)
+
+    p = dsub.add_parser("train", help="train a detector (binary backbone by default) on a "
+                                      "YOLO-format folder; checkpoint every epoch; export")
+    p.add_argument("--data", required=True, metavar="DIR", help="YOLO folder (data.yaml)")
+    p.add_argument("--model", default=None, help="backbone: bnn (default), xnor, bwn, twn, "
+                                                  "dorefa:W,A,G, float")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="checkpoint.pt, history.json, detector.lbm go here")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=_positive, default=None)
+    p.add_argument("--width", type=positive_int, default=None, help="backbone channels")
+    p.add_argument("--stride", type=int, choices=[4, 8, 16], default=None)
+    p.add_argument("--blocks", type=positive_int, default=None, help="binary blocks per stage")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = dsub.add_parser("eval", help="detect + track a synthetic folder's video: COCO mAP, "
+                                     "MOTA / IDF1, speed error, fps")
+    p.add_argument("--model", default=None, metavar="FILE", help="detector model file")
+    p.add_argument("--data", required=True, metavar="DIR", help="a `detect synth` folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="keep the run's files here")
+    _run_options(p)
+    p.set_defaults(func=_eval)
+
+    p = dsub.add_parser("autolabel", help="YOLO pseudo-labels of moving objects from a static "
+                                          "camera (background subtraction)")
+    p.add_argument("video", metavar="VIDEO", help="a video file or a camera index")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--method", default="mog2", choices=["mog2", "knn"])
+    p.add_argument("--min-area", type=positive_int, default=20, help="smallest blob (pixels)")
+    p.add_argument("--warmup", type=int, default=30, help="frames that build the background")
+    p.add_argument("--max-frames", type=positive_int, default=None)
+    p.add_argument("--name", default="object", help="the class name")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_autolabel)
+
+
+def add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("track", help="detect and track objects in a video and measure their "
+                                     "ground speed: annotated video, tracks.csv, summary.json")
+    p.add_argument("video", metavar="VIDEO", help="a video file, or a camera index")
+    p.add_argument("--model", default=None, metavar="FILE", help="detector model file")
+    p.add_argument("--calib", default=None, metavar="FILE",
+                   help="calibration JSON (homography, >= 4 point pairs, or metres_per_pixel)")
+    p.add_argument("--out", default="runs/track", metavar="DIR")
+    p.add_argument("--unit", default="km/h", choices=["km/h", "m/s", "mph"])
+    p.add_argument("--timestamps", default="auto", help="auto (the container's, or a "
+                   "timestamps.json beside the video) or a file")
+    p.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per detector call")
+    _run_options(p)
+    p.set_defaults(func=_track)
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from lowbit.data.synth import synth_command
+    return synth_command(a.out, a.frames, a.seed, a.size, a.fps, channels=a.channels,
+                         classes=a.classes, objects=a.objects, static=a.static,
+                         val_fraction=a.val_fraction, sprites=a.sprites, overwrite=a.overwrite)
+
+
+def _train(a: argparse.Namespace) -> int:
+    from lowbit.cliargs import TORCH_HINT, fail, torch_missing
+    if torch_missing():
+        return fail("detect train", TORCH_HINT)
+    from lowbit.train.detect_fit import train_command
+    return train_command(a.data, a.model, a.out, a.epochs, a.batch_size, a.lr, a.width,
+                         a.stride, a.blocks, a.threads, a.resume, a.overwrite, a.seed)
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from lowbit.detect.metrics import eval_command
+    return eval_command(a.model, a.data, a.threads, a.detector, a.threshold, a.max_speed,
+                        a.track_thresh, a.out, a.limit)
+
+
+def _autolabel(a: argparse.Namespace) -> int:
+    from lowbit.detect.autolabel import autolabel_command
+    return autolabel_command(a.video, a.out, method=a.method, min_area=a.min_area,
+                             warmup=a.warmup, max_frames=a.max_frames, name=a.name,
+                             overwrite=a.overwrite)
+
+
+def _track(a: argparse.Namespace) -> int:
+    from lowbit.detect.pipeline import track_command
+    return track_command(a.video, a.model, a.out, a.calib, a.threads, a.threshold, a.max_speed,
+                         a.detector, a.unit, a.timestamps, a.limit, a.no_video, a.batch,
+                         a.track_thresh)
