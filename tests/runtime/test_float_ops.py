@@ -89,3 +89,18 @@ def test_runtime_maxpool_keeps_layout_and_values():
         want = np.array([[[[x[a, b, i * s:i * s + k, j * s:j * s + k].max() for j in range(ow)]
                            for i in range(oh)] for b in range(3)] for a in range(2)])
         np.testing.assert_array_equal(got, want)
+
+
+def test_input_tables_equal_the_data_package():
+    """The runtime's normalisation tables are lowbit.data.Normalization's, bit for bit."""
+    from lowbit.data import Normalization
+    from lowbit.runtime.float_ops import input_tables
+    for d, c in [({"mean": 0.2860406, "std": 0.3530242, "scale": 255.0}, 1),
+                 ({"mean": 0.2860406, "std": 0.3530242}, 3),
+                 ({"mean": [0.2, 0.15, 0.1], "std": [0.3, 0.25, 0.2], "scale": 255.0}, 3),
+                 ({"mean": [0.2, 0.15, 0.1], "std": 0.5}, 3),
+                 ({"mean": 0.5, "std": [0.3, 0.25, 0.2]}, 3),
+                 ({"mean": 10.0, "std": 7.0, "scale": 1.0}, 1)]:
+        n = Normalization.from_dict(d)
+        want = n.tables() if n.channels > 1 else n.table()[None]
+        np.testing.assert_array_equal(input_tables(d, c), np.broadcast_to(want, (c, 256)))

@@ -206,15 +206,21 @@ def normalize(images: np.ndarray, graph: Mapping[str, Any]) -> np.ndarray:
 
 def input_tables(norm: Mapping[str, Any] | None, channels: int) -> np.ndarray:
     """float32 (C, 256): the normalised value of every pixel value, per channel (``u8 / 255``
-    without normalization); one channel's statistics apply to every channel."""
+    without normalization); one channel's statistics apply to every channel.
+
+    The formula of ``lowbit.data.Normalization.tables`` (float64 ``(u8 / scale - mean) /
+    std`` rounded once to float32; tests/runtime/test_float_ops.py checks they agree), here
+    so that loading a model does not import the data package (its readers and detection
+    modules cost ~1.5 MB of a runtime process's peak RSS).  The graph's normalisation was
+    validated at load (lowbit.codec.graph)."""
     if norm is None:
         return np.broadcast_to(np.arange(256, dtype=np.float32) / np.float32(255), (channels, 256))
-    from lowbit.data import Normalization
-    n = Normalization.from_dict(dict(norm), "graph input normalization")
-    if hasattr(n, "tables"):
-        t = n.tables() if getattr(n, "channels", 1) > 1 else n.table()[None]
-    else:
-        t = n.table()[None]
+    mean = np.atleast_1d(np.asarray(norm["mean"], np.float64)).reshape(-1, 1)
+    std = np.atleast_1d(np.asarray(norm["std"], np.float64)).reshape(-1, 1)
+    if mean.shape[0] != std.shape[0]:                       # a scalar with a list: broadcast
+        mean, std = np.broadcast_arrays(mean, std)
+    scale = float(norm.get("scale", 255.0))
+    t = ((np.arange(256, dtype=np.float64)[None] / scale - mean) / std).astype(np.float32)
     if t.shape[0] not in (1, channels):
         raise ValueError(f"graph input normalization: {t.shape[0]} channels, input has {channels}")
     return np.broadcast_to(t, (channels, 256))
