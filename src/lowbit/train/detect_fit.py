@@ -1,0 +1,370 @@
+"""Train the CenterNet-style detector of :mod:`lowbit.train.detector` (``lowbit detect train``).
+
+``fit_detector(train, val)`` is :func:`lowbit.train.loop.fit` for detection: seeded; Adam with a
+per-step cosine schedule; uint8 images normalised per channel (``Normalization.from_images`` of
+the training images, through the same look-up tables as the runtime); optional horizontal flips
+(boxes flipped with them; which images flip is a pure function of (seed, epoch, index)); the
+:mod:`lowbit.train.detect_loss` loss; latent weights clipped after every step (``post_step``);
+a checkpoint written atomically after every epoch (model, optimizer, schedule, RNG states,
+epoch, config with backbone / channels / classes / stride / input shape, normalisation), from
+which ``resume=True`` continues exactly; validation loss, precision / recall at IoU 0.5 and
+score >= 0.3, and AP@0.5 after each epoch.  ``train_command`` reads a YOLO folder
+(``lowbit.data.yolo.load_yolo``) and writes ``OUT/checkpoint.pt``, ``OUT/history.json`` and
+``OUT/detector.lbm`` (meta: task, stride, classes, output names, model spec).
+
+Data: any object with ``images`` uint8 (N, C, H, W), ``boxes`` (one float (k, 4) x1y1x2y2 pixel
+array per image), ``classes`` (one int (k,) array per image) and optionally ``names``, or the
+tuple ``(images, boxes, classes)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lowbit.data import Normalization, batch_order
+
+from .checkpoint import build_model, load_checkpoint, save_checkpoint, set_rng_state
+from .dataset import ImageSet
+from .detect_loss import (THRESHOLD, TOPK, decode_torch, detection_loss, detection_metrics,
+                          make_targets)
+from .detector import DETECTOR, detector_spec, out_size
+from .export import build_graph, export_model
+from .loop import resolve_device, seed_everything
+from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
+
+__all__ = ["DEFAULTS", "DetectFitResult", "fit_detector", "evaluate_detector",
+           "export_detector", "train_command", "load_data", "CHECKPOINT", "MODEL_FILE"]
+
+DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
+                            "flip": True, "seed": 0, "optimizer": "adam", "schedule": "cosine"}
+CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
+
+
+@dataclass
+class DetectFitResult:
+    model: nn.Module
+    history: list[dict]
+    config: dict
+    normalization: Normalization
+    checkpoint: Path | None
+
+
+def _data(data, what: str) -> SimpleNamespace:
+    """(images (N, C, H, W) uint8, boxes, classes, names) from a DetectionSet or a tuple."""
+    if isinstance(data, (tuple, list)):
+        images, boxes, classes = data[:3]
+        names = None
+    else:
+        images, boxes, classes = data.images, data.boxes, data.classes
+        names = getattr(data, "names", None)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{what}: expected uint8 images (N, C, H, W), got {images.dtype} "
+                         f"{images.shape}")
+    if not (len(boxes) == len(classes) == len(images)) or len(images) == 0:
+        raise ValueError(f"{what}: expected one boxes and one classes array per image "
+                         f"({len(images)} images, {len(boxes)} boxes, {len(classes)} classes)")
+    boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+    classes = [np.asarray(c, np.int64).reshape(-1) for c in classes]
+    return SimpleNamespace(images=images, boxes=boxes, classes=classes,
+                           names=list(names) if names is not None else None)
+
+
+def _flip_boxes(b: np.ndarray, width: int) -> np.ndarray:
+    return np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1) if len(b) else b
+
+
+def _targets(d, idx, flips, grid, stride, k, device) -> dict:
+    width = d.images.shape[3]
+    boxes = [_flip_boxes(d.boxes[j], width) if flips is not None and flips[j] else d.boxes[j]
+             for j in idx]
+    t = make_targets(boxes, [d.classes[j] for j in idx], k, grid, stride)
+    return {key: torch.from_numpy(v).to(device) for key, v in t.items()}
+
+
+def evaluate_detector(model: nn.Module, data, normalization: Normalization, stride: int,
+                      batch_size: int = 64, threshold: float = THRESHOLD) -> dict[str, float]:
+    """``loss`` and :func:`detection_metrics` of ``model`` (eval mode) on ``data``."""
+    d = _data(data, "validation data")
+    dev = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    images = ImageSet(d.images, np.zeros(len(d.images), np.int64), normalization, dev)
+    grid = out_size(d.images.shape[2:], stride)
+    loss, preds = 0.0, []
+    with torch.no_grad():
+        for s in range(0, len(d.images), batch_size):
+            idx = list(range(s, min(s + batch_size, len(d.images))))
+            out = model(images.batch(torch.tensor(idx, device=dev))[0])
+            t = _targets(d, idx, None, grid, stride, out[0].shape[1], dev)
+            loss += float(detection_loss(out, t)[0]) * len(idx)
+            preds += decode_torch(*(o.cpu() for o in out), stride, threshold=0.01)
+    model.train(was)
+    m = detection_metrics(preds, d.boxes, d.classes, threshold)
+    return {"loss": loss / len(d.images), **m}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _start(model, d, explicit: dict, ckpt: dict | None, ckpt_path, model_args: dict):
+    """(model, config, normalization) of a new run, or of the resumed checkpoint ``ckpt``."""
+    if ckpt is None:
+        config = {**DEFAULTS, **explicit}
+        seed_everything(int(config["seed"]))
+        if model is None or isinstance(model, str):
+            model = build_model(DETECTOR, **{"backbone": model or "bnn", **model_args,
+                                             "in_channels": d.images.shape[1],
+                                             "num_classes": _num_classes(d)})
+        model.lowbit_spec = detector_spec(model)        # every argument, not only those given
+        spec = model.lowbit_spec["kwargs"]
+        config.update(backbone=spec["backbone"], in_channels=spec["in_channels"],
+                      num_classes=spec["num_classes"], stride=spec["stride"],
+                      input_shape=list(d.images.shape[1:]), train_size=len(d.images),
+                      classes=d.names or [str(i) for i in range(spec["num_classes"])])
+        return model, config, Normalization.from_images(d.images)
+    config, kwargs = dict(ckpt["config"]), ckpt["model"]["kwargs"]
+    if isinstance(model, str):
+        explicit = {**explicit, "backbone": model.strip().lower()}
+    for key, value in [*explicit.items(), *model_args.items()]:
+        saved = kwargs.get(key) if key in model_args else config.get(key)
+        if saved != value:
+            raise ValueError(f"{ckpt_path}: {key!r}: the run was started with {saved!r}, got "
+                             f"{value!r}; a resumed run keeps its settings (use another "
+                             f"output folder to change them)")
+    if config["input_shape"] != list(d.images.shape[1:]) or config["train_size"] != len(d.images):
+        raise ValueError(f"{ckpt_path}: the run was started on {config['train_size']} images of "
+                         f"{config['input_shape']}, got {len(d.images)} of "
+                         f"{list(d.images.shape[1:])}")
+    if not isinstance(model, nn.Module):
+        model = build_model(ckpt["model"]["name"], **kwargs)
+    model.load_state_dict(ckpt["model_state"])
+    return model, config, Normalization.from_dict(ckpt["normalization"], str(ckpt_path))
+
+
+def _num_classes(d) -> int:
+    top = max((int(c.max()) for c in d.classes if len(c)), default=0) + 1
+    return max(top, len(d.names or []))
+
+
+def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
+    """One training epoch; returns its mean losses."""
+    n, bs = len(d.images), int(config["batch_size"])
+    steps, seed, stride = math.ceil(n / bs), int(config["seed"]), int(config["stride"])
+    grid = out_size(d.images.shape[2:], stride)
+    order = batch_order(n, seed, epoch)
+    flips = np.random.default_rng([seed, epoch, 1]).random(n) < 0.5 if config["flip"] else None
+    dev = images.device
+    sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}", unit="batch",
+               disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+    for i in bar:
+        lr = lr_at(sched, epoch * steps + i)
+        set_lr(opt, lr)
+        idx = order[i * bs:(i + 1) * bs]
+        x = images.batch(torch.from_numpy(idx).to(dev))[0]                  # (B, C, H, W)
+        if flips is not None and flips[idx].any():
+            f = torch.from_numpy(flips[idx]).to(dev)
+            x = torch.where(f[:, None, None, None], x.flip(-1), x)
+        t = _targets(d, idx, flips, grid, stride, int(config["num_classes"]), dev)
+        loss, parts = detection_loss(model(x), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for m in post:
+                m.post_step()
+        sums["loss"] += float(loss.detach()) * len(idx)
+        for key, v in parts.items():
+            sums[key] += v * len(idx)
+        if progress and (i % 10 == 0 or i == steps - 1):
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}")
+    bar.close()
+    rec = {"epoch": epoch + 1, "lr": lr}
+    rec.update({f"train_{k}": v / n for k, v in sums.items()})
+    if not math.isfinite(rec["train_loss"]):
+        raise FloatingPointError(f"epoch {epoch + 1}: training loss is {rec['train_loss']}; "
+                                 f"the run diverged (try a lower lr)")
+    return rec
+
+
+def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
+                 model_args: dict | None = None, epochs: int | None = None,
+                 lr: float | None = None, batch_size: int | None = None,
+                 weight_decay: float | None = None, flip: bool | None = None,
+                 seed: int | None = None, out_dir: str | Path | None = None,
+                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
+                 device: str = "cpu", progress: bool = True,
+                 on_epoch_end: Callable[[dict], None] | None = None) -> DetectFitResult:
+    """Train a detector on ``train`` (module docstring), validating on ``val`` after each epoch.
+
+    ``model``: a backbone name for :func:`lowbit.train.detector.build_detector` (None: "bnn";
+    built after seeding with ``model_args`` such as width / stride / blocks; channels and
+    classes come from the data) or a model it built.  Settings left None take
+    :data:`DEFAULTS` (on resume: the run's own; a different explicit value is an error).
+    With ``out_dir`` a checkpoint is written there after every epoch; an existing one is an
+    error unless ``resume`` (continue it exactly) or ``overwrite``.  ``on_epoch_end(record)``
+    runs after each checkpoint."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
+    d = _data(train, "training data")
+    v = _data(val, "validation data") if val is not None else None
+    if v is not None and v.images.shape[1:] != d.images.shape[1:]:
+        raise ValueError(f"validation data: expected images (C, H, W) = {d.images.shape[1:]} "
+                         f"like the training images, got {v.images.shape[1:]}")
+    explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                      weight_decay=weight_decay, flip=flip).items()
+                if x is not None}
+    ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    ckpt = None
+    if ckpt_path is not None and ckpt_path.exists():
+        if resume:
+            ckpt = load_checkpoint(ckpt_path)
+            if not (ckpt.get("optimizer_state") and ckpt.get("rng") and ckpt.get("schedule")):
+                raise ValueError(f"{ckpt_path}: not a detector training checkpoint (no "
+                                 f"optimizer / schedule / RNG state to resume from)")
+        elif not overwrite:
+            raise FileExistsError(f"{ckpt_path}: a checkpoint is already there; resume it or "
+                                  f"choose another output folder")
+    model, config, norm = _start(model, d, explicit, ckpt, ckpt_path, dict(model_args or {}))
+    out_size(d.images.shape[2:], int(config["stride"]))           # refuse sizes early
+    model.to(dev)
+    model.normalization, model.lowbit_input_shape = norm, tuple(config["input_shape"])
+    images = ImageSet(d.images, np.zeros(len(d.images), np.int64), norm, dev, "training images")
+    steps = math.ceil(len(d.images) / int(config["batch_size"]))
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    sched, history, start = make_schedule(config, steps), [], 0
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer_state"])
+        sched, history, start = ckpt["schedule"], list(ckpt["history"]), int(ckpt["epoch"])
+        set_rng_state(ckpt["rng"])
+        if progress:
+            print(f"resuming {ckpt_path} after epoch {start}/{config['epochs']}", file=sys.stderr)
+    post = [m for m in model.modules() if callable(getattr(m, "post_step", None))]
+    for epoch in range(start, int(config["epochs"])):
+        model.train()
+        t0 = time.perf_counter()
+        rec = _epoch(model, opt, sched, d, images, config, epoch, progress, post)
+        if v is not None:
+            m = evaluate_detector(model, v, norm, int(config["stride"]))
+            rec.update({f"val_{k}": x for k, x in m.items()})
+        rec["seconds"] = time.perf_counter() - t0
+        history.append(rec)
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, model, optimizer=opt, schedule=sched, epoch=epoch + 1,
+                            config=config, history=history, normalization=norm)
+            _write_json(ckpt_path.with_name("history.json"), history)
+        if progress:
+            val = (f"  val P {rec['val_precision']:.2f} R {rec['val_recall']:.2f} AP50 "
+                   f"{rec['val_ap50']:.3f}" if v is not None else "")
+            print(f"epoch {epoch + 1}/{config['epochs']}  loss {rec['train_loss']:.4f}{val}  "
+                  f"lr {rec['lr']:.2e}  {rec['seconds']:.1f}s", file=sys.stderr)
+        if on_epoch_end is not None:
+            on_epoch_end(rec)
+    return DetectFitResult(model, history, config, norm, ckpt_path)
+
+
+def export_detector(model: nn.Module, path: str | Path, normalization: Normalization,
+                    input_shape, classes, extra: dict | None = None) -> int:
+    """Write ``model`` as a detector model file for ``lowbit.detect.detector.Detector``:
+    ``export_model`` with meta ``task`` = "detect", ``stride``, ``classes``, ``outputs``
+    (graph value names of the heatmap, size and offset maps), ``model`` (builder spec),
+    ``input_shape`` and ``decode`` (the map encodings); returns the file size."""
+    norm = normalization.to_dict() if normalization is not None else None
+    graph, _ = build_graph(model, norm, input_shape)             # for the output value names
+    meta = {"task": "detect", "stride": int(model.stride), "classes": [str(c) for c in classes],
+            "outputs": dict(zip(("heatmap", "size", "offset"), graph["outputs"])),
+            "model": detector_spec(model), "input_shape": [int(v) for v in input_shape],
+            "decode": {"heatmap": "logits, sigmoid = score", "size": "log(w / stride), "
+                       "log(h / stride)", "offset": "(dx, dy) in [0, 1) of the cell",
+                       "threshold": THRESHOLD, "topk": TOPK}, **(extra or {})}
+    return export_model(model, path, norm, meta=meta, input_shape=tuple(input_shape))
+
+
+def load_data(root: str | Path, val_fraction: float = 0.15):
+    """``(train, val)`` of a YOLO folder (``lowbit.data.yolo.load_yolo``): its ``val`` split
+    when it has one of its own, else the last ``val_fraction`` of the training images (in file
+    order: for video frames a contiguous stretch, not neighbours of training frames)."""
+    from lowbit.data import DataError
+    from lowbit.data.yolo import load_yolo
+    raw = load_yolo(root, "train")
+    d = _data(raw, f"{root}: train")
+    try:
+        raw_val = load_yolo(root, "val")
+        if tuple(getattr(raw_val, "files", ())) != tuple(getattr(raw, "files", ())) or \
+                not getattr(raw, "files", ()):
+            return d, _data(raw_val, f"{root}: val")
+    except (DataError, FileNotFoundError, KeyError, ValueError):
+        pass
+    n = len(d.images)
+    k = int(round(n * val_fraction)) if n > 1 else 0
+    if k == 0:
+        return d, None
+    part = lambda s: SimpleNamespace(images=d.images[s], boxes=d.boxes[s],  # noqa: E731
+                                     classes=d.classes[s], names=d.names)
+    return part(slice(0, n - k)), part(slice(n - k, n))
+
+
+def train_command(data: str | Path, model: str | None = None, out: str | Path = "runs/detect",
+                  epochs: int | None = None, batch_size: int | None = None,
+                  lr: float | None = None, width: int | None = None, stride: int | None = None,
+                  blocks: int | None = None, threads: int | None = None, resume: bool = False,
+                  overwrite: bool = False, seed: int | None = None, flip: bool | None = None,
+                  progress: bool = True) -> int:
+    """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
+    ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
+    ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
+    ``float``); arguments left None take their defaults (width 16, stride 8, blocks 1,
+    :data:`DEFAULTS`) or, with ``resume``, the run's own.  Returns 0, or 2 after one
+    ``lowbit detect train: error: ...`` line on bad input."""
+    from lowbit.cliargs import check_out_dir, fail
+    cmd = "detect train"
+    for flag, value, lo in (("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
+                            ("--width", width, 1), ("--blocks", blocks, 0),
+                            ("--threads", threads, 1)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < lo):
+            return fail(cmd, f"{flag}: expected an integer >= {lo}, got {value!r}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        return fail(cmd, f"--lr: expected a positive number, got {lr!r}")
+    if stride is not None and stride not in (4, 8, 16):
+        return fail(cmd, f"--stride: expected 4, 8 or 16, got {stride!r}")
+    if resume and overwrite:
+        return fail(cmd, "--resume and --overwrite exclude each other")
+    try:
+        out_dir = check_out_dir(out)
+        if (out_dir / CHECKPOINT).exists() and not (resume or overwrite):
+            raise ValueError(f"--out {out}: a checkpoint is already there; pass --resume to "
+                             f"continue it or --overwrite to start again")
+        train, val = load_data(data)
+        args = {k: v for k, v in dict(width=width, stride=stride, blocks=blocks).items()
+                if v is not None}
+        res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
+                           lr=lr, batch_size=batch_size, seed=seed, flip=flip, out_dir=out_dir,
+                           resume=resume, overwrite=overwrite, threads=threads,
+                           progress=progress)
+        size = export_detector(res.model, out_dir / MODEL_FILE, res.normalization,
+                               res.config["input_shape"], res.config["classes"])
+    except (ValueError, OSError, ImportError) as e:
+        return fail(cmd, str(e))
+    last = res.history[-1] if res.history else {}
+    summary = (f"  val P {last['val_precision']:.2f} R {last['val_recall']:.2f} AP50 "
+               f"{last['val_ap50']:.3f}" if "val_ap50" in last else "")
+    print(f"{out_dir / MODEL_FILE}: {res.config['backbone']} detector, "
+          f"{len(res.config['classes'])} class(es), stride {res.config['stride']}, "
+          f"{size} bytes{summary}")
+    return 0

@@ -1,0 +1,216 @@
+"""CenterNet targets on the stride grid and the detection loss.
+
+Zhou, Wang, Krähenbühl 2019, "Objects as Points" (CenterNet); the centroid-on-a-1/8-grid idea
+is Edge Impulse's FOMO.  An object with box (x1, y1, x2, y2) in pixels (x2, y2 exclusive) and
+class k has its centre ``p = ((x1 + x2) / 2, (y1 + y2) / 2) / s`` in grid units (``s`` the
+stride); its centre cell is ``c = floor(p)`` (clipped to the grid).  Targets (numpy, per image):
+
+    heatmap  Y[k, y, x] = max over objects of class k of
+             exp(-((x - c_x)^2 + (y - c_y)^2) / (2 sigma^2)),   |x - c_x|, |y - c_y| <= R
+             R = max(min_radius, floor(r)), sigma = (2 R + 1) / 6 (CenterNet), where r is the
+             largest corner shift keeping IoU >= min_overlap with the box (CornerNet's three
+             cases, w, h in grid units, solved exactly):
+               r1 = (b1 - sqrt(b1^2 - 4 c1)) / 2,      b1 = w + h, c1 = w h (1 - o) / (1 + o)
+               r2 = (b2 - sqrt(b2^2 - 16 c2)) / 8,     b2 = 2 (w + h), c2 = (1 - o) w h
+               r3 = (-b3 + sqrt(b3^2 - 16 o c3)) / (8 o), b3 = 2 o (w + h), c3 = (o - 1) w h
+               r = min(r1, r2, r3);  Y = 1 exactly at each centre cell only
+    size     (log(w / s), log(h / s)) at the centre cell          (log grid units)
+    offset   p - c, in [0, 1), at the centre cell
+    mask     1 at the centre cells (a later object on the same cell overwrites its size/offset)
+
+Loss (``detection_loss``), with p = sigmoid(heatmap logit) and N the number of objects:
+
+    L_k    = -1/N sum_{xyk} { (1 - p)^a log(p)                  if Y = 1
+                            { (1 - Y)^b p^a log(1 - p)          otherwise      (a = 2, b = 4)
+    L_size = 1/N sum_{centres} |size_pred - size|_1,   L_off = 1/N sum |offset_pred - offset|_1
+    L      = L_k + lambda_size L_size + lambda_off L_off      (lambda_size = lambda_off = 1)
+
+The penalty-reduced focal loss (CenterNet's variant of Lin et al.'s focal loss) down-weights
+negatives near a centre by (1 - Y)^b; log(p) and log(1 - p) come from ``logsigmoid`` of the
+logits, so saturated logits stay finite.  Sizes are regressed in log grid units (not CenterNet's
+raw pixels with lambda 0.1) so that small and large boxes weigh alike.
+
+Validation helpers: :func:`decode_torch` (the torch twin of ``lowbit.detect.decode.decode``;
+``lowbit.train`` may not import ``lowbit.detect``) and :func:`detection_metrics` (precision /
+recall at IoU 0.5 and a VOC-style AP@0.5, numpy).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_radius", "draw_gaussian", "make_targets", "focal_loss", "detection_loss",
+           "decode_torch", "detection_metrics", "ALPHA", "BETA", "THRESHOLD", "TOPK"]
+
+ALPHA, BETA = 2.0, 4.0
+THRESHOLD, TOPK = 0.3, 100          # default decoding: score >= 0.3, at most 100 per image
+
+
+def gaussian_radius(w: float, h: float, min_overlap: float = 0.7) -> float:
+    """The largest corner shift r (grid units) keeping IoU >= ``min_overlap`` with a w x h box
+    (CornerNet's three cases, module docstring)."""
+    o = float(min_overlap)
+    b1, c1 = w + h, w * h * (1 - o) / (1 + o)
+    r1 = (b1 - math.sqrt(max(0.0, b1 * b1 - 4 * c1))) / 2
+    b2, c2 = 2 * (w + h), (1 - o) * w * h
+    r2 = (b2 - math.sqrt(max(0.0, b2 * b2 - 16 * c2))) / 8
+    b3, c3 = 2 * o * (w + h), (o - 1) * w * h
+    r3 = (-b3 + math.sqrt(max(0.0, b3 * b3 - 16 * o * c3))) / (8 * o)
+    return max(0.0, min(r1, r2, r3))
+
+
+def draw_gaussian(heat: np.ndarray, cx: int, cy: int, radius: int) -> None:
+    """``heat`` (h, w) <- max(heat, Gaussian of sigma (2 R + 1) / 6 centred on cell (cx, cy),
+    cut to |dx|, |dy| <= R); the centre gets exactly 1."""
+    h, w = heat.shape
+    sigma = (2 * radius + 1) / 6.0
+    d = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(d[None, :] ** 2 + d[:, None] ** 2) / (2 * sigma * sigma))   # (2R+1, 2R+1)
+    x0, x1 = max(0, cx - radius), min(w, cx + radius + 1)
+    y0, y1 = max(0, cy - radius), min(h, cy + radius + 1)
+    patch = g[y0 - cy + radius:y1 - cy + radius, x0 - cx + radius:x1 - cx + radius]
+    np.maximum(heat[y0:y1, x0:x1], patch.astype(heat.dtype), out=heat[y0:y1, x0:x1])
+
+
+def make_targets(boxes, classes, num_classes: int, grid_hw, stride: int,
+                 min_overlap: float = 0.7, min_radius: int = 1) -> dict[str, np.ndarray]:
+    """CenterNet targets of a batch (module docstring).  ``boxes``: one float (k, 4) x1y1x2y2
+    pixel array per image; ``classes``: one int (k,) array per image; ``grid_hw`` = (h, w) of
+    the output grid.  Returns float32 ``heatmap`` (N, K, h, w), ``size`` (N, 2, h, w),
+    ``offset`` (N, 2, h, w), ``mask`` (N, 1, h, w) and ``count`` (N,): objects per image.
+    Boxes without area (w or h <= 0) are skipped; classes outside 0..K-1 are errors."""
+    gh, gw = (int(v) for v in grid_hw)
+    n = len(boxes)
+    if len(classes) != n:
+        raise ValueError(f"classes: expected {n} arrays (one per image), got {len(classes)}")
+    heat = np.zeros((n, num_classes, gh, gw), np.float32)
+    size = np.zeros((n, 2, gh, gw), np.float32)
+    offset = np.zeros((n, 2, gh, gw), np.float32)
+    mask = np.zeros((n, 1, gh, gw), np.float32)
+    count = np.zeros(n, np.float32)
+    for i, (b, c) in enumerate(zip(boxes, classes)):
+        b = np.asarray(b, np.float64).reshape(-1, 4) / stride     # (k, 4) grid units
+        c = np.asarray(c, np.int64).reshape(-1)
+        if len(c) != len(b):
+            raise ValueError(f"image {i}: {len(b)} boxes but {len(c)} classes")
+        for (x1, y1, x2, y2), k in zip(b, c):
+            bw, bh = x2 - x1, y2 - y1
+            if not (bw > 0 and bh > 0):
+                continue
+            if not 0 <= k < num_classes:
+                raise ValueError(f"image {i}: class {k} outside 0..{num_classes - 1}")
+            px, py = (x1 + x2) / 2, (y1 + y2) / 2
+            cx = min(gw - 1, max(0, int(math.floor(px))))
+            cy = min(gh - 1, max(0, int(math.floor(py))))
+            r = max(int(min_radius), int(gaussian_radius(bw, bh, min_overlap)))
+            draw_gaussian(heat[i, k], cx, cy, r)
+            size[i, :, cy, cx] = (math.log(bw), math.log(bh))
+            offset[i, :, cy, cx] = (min(max(px - cx, 0.0), 1.0), min(max(py - cy, 0.0), 1.0))
+            mask[i, 0, cy, cx] = 1.0
+            count[i] += 1
+    return {"heatmap": heat, "size": size, "offset": offset, "mask": mask, "count": count}
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, num_objects: torch.Tensor,
+               alpha: float = ALPHA, beta: float = BETA) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss (module docstring), summed over the batch and
+    divided by ``max(1, num_objects)``.  ``logits``, ``target``: (N, K, h, w)."""
+    pos = target.eq(1).to(logits.dtype)                            # (N, K, h, w)
+    p = torch.sigmoid(logits)
+    log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
+    pos_term = (1 - p).pow(alpha) * log_p * pos
+    neg_term = (1 - target).pow(beta) * p.pow(alpha) * log_1mp * (1 - pos)
+    return -(pos_term.sum() + neg_term.sum()) / num_objects.clamp_min(1)
+
+
+def detection_loss(outputs, targets: dict, size_weight: float = 1.0,
+                   offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(total, {"heatmap", "size", "offset"})`` for model ``outputs`` = (heatmap_logits,
+    size, offset) and :func:`make_targets`' maps as tensors on the outputs' device."""
+    hm, size, off = outputs
+    n_obj = targets["mask"].sum()
+    mask = targets["mask"]                                         # (N, 1, h, w)
+    l_hm = focal_loss(hm, targets["heatmap"], n_obj)
+    l_size = ((size - targets["size"]).abs() * mask).sum() / n_obj.clamp_min(1)
+    l_off = ((off - targets["offset"]).abs() * mask).sum() / n_obj.clamp_min(1)
+    total = l_hm + size_weight * l_size + offset_weight * l_off
+    return total, {"heatmap": float(l_hm.detach()), "size": float(l_size.detach()),
+                   "offset": float(l_off.detach())}
+
+
+# -- validation: decode (torch twin of lowbit.detect.decode) and precision / recall / AP --------
+
+def decode_torch(hm: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, stride: int,
+                 threshold: float = THRESHOLD, topk: int = TOPK) -> list[tuple]:
+    """Torch twin of ``lowbit.detect.decode.decode`` (used for validation; ``lowbit.train``
+    may not import ``lowbit.detect``): ``[(xyxy (m, 4), score (m,), class (m,))]`` numpy."""
+    keep = hm >= F.max_pool2d(hm, 3, 1, 1)                         # (N, K, h, w) 3x3 peaks
+    score = torch.sigmoid(hm.double())
+    gh, gw = hm.shape[2:]
+    out = []
+    for i in range(hm.shape[0]):
+        cls, ys, xs = torch.nonzero(keep[i] & (score[i] >= threshold), as_tuple=True)
+        s = score[i][cls, ys, xs]
+        order = torch.argsort(-s, stable=True)[:topk]
+        cls, ys, xs, s = cls[order], ys[order], xs[order], s[order]
+        dx, dy = offset[i][:, ys, xs].double().clamp(0, 1)
+        lw, lh = size[i][:, ys, xs].double().clamp(-20, 20)
+        cx, cy = (xs + dx) * stride, (ys + dy) * stride
+        bw, bh = lw.exp() * stride, lh.exp() * stride
+        W, H = gw * stride, gh * stride
+        xyxy = torch.stack([(cx - bw / 2).clamp(0, W), (cy - bh / 2).clamp(0, H),
+                            (cx + bw / 2).clamp(0, W), (cy + bh / 2).clamp(0, H)], 1)
+        out.append((xyxy.float().numpy(), s.float().numpy(), cls.numpy()))
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (m, n) of x1y1x2y2 boxes a (m, 4) and b (n, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-12)
+
+
+def detection_metrics(preds, gt_boxes, gt_classes, threshold: float = THRESHOLD,
+                      iou: float = 0.5) -> dict[str, float]:
+    """``precision`` / ``recall`` of the predictions with score >= ``threshold`` and ``ap50``
+    (mean over classes with objects of the all-point interpolated AP), matching greedily by
+    score per image and class (PASCAL VOC): a prediction is a true positive when its best-IoU
+    object of its class has IoU >= ``iou`` and was not matched before.  ``preds``:
+    ``[(xyxy, score, class)]`` per image."""
+    recs: dict[int, list] = {}                  # class -> [(score, tp)]
+    n_gt: dict[int, int] = {}
+    for (pb, ps, pc), gb, gc in zip(preds, gt_boxes, gt_classes):
+        for c in np.unique(np.concatenate([pc, gc])).tolist():
+            g, p = gb[gc == c], np.argsort(-ps[pc == c], kind="stable")
+            boxes, scores = pb[pc == c][p], ps[pc == c][p]
+            n_gt[c] = n_gt.get(c, 0) + len(g)
+            used = np.zeros(len(g), bool)
+            ious = _iou(boxes, g) if len(g) else np.zeros((len(boxes), 0))
+            for j, s in enumerate(scores):
+                best = int(ious[j].argmax()) if len(g) else -1
+                tp = best >= 0 and ious[j, best] >= iou and not used[best]
+                if tp:
+                    used[best] = True
+                recs.setdefault(c, []).append((float(s), tp))
+    allr = [r for v in recs.values() for r in v if r[0] >= threshold]
+    tp = sum(t for _, t in allr)
+    total = sum(n_gt.values())
+    aps = []
+    for c, n in n_gt.items():
+        if n == 0:
+            continue
+        r = sorted(recs.get(c, []), key=lambda v: -v[0])
+        hits = np.cumsum([t for _, t in r]) if r else np.zeros(0)
+        prec = hits / np.arange(1, len(r) + 1)
+        rec = hits / n
+        mpre = np.maximum.accumulate(prec[::-1])[::-1] if len(r) else prec
+        aps.append(float(np.sum(np.diff(np.concatenate([[0.0], rec])) * mpre)))
+    return {"precision": float(tp / len(allr)) if allr else 0.0,
+            "recall": float(tp / total) if total else 0.0,
+            "ap50": float(np.mean(aps)) if aps else 0.0}

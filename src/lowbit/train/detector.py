@@ -1,0 +1,192 @@
+"""A tiny one-stage detector (CenterNet / FOMO style) with a low-bit backbone.
+
+``build_detector(backbone="bnn", in_channels=1, num_classes=1, width=16, stride=8)`` returns a
+fully convolutional ``nn.Module`` whose forward gives three maps on the ``stride`` grid::
+
+    heatmap_logits  (N, K, H/s, W/s)   per-class centre heatmap, before the sigmoid
+    size            (N, 2, H/s, W/s)   log(box w / s), log(box h / s)   (log grid units)
+    offset          (N, 2, H/s, W/s)   sub-cell centre offset (dx, dy), trained in [0, 1)
+
+(Zhou et al. 2019, "Objects as Points"; FOMO's centroid on a 1/8 grid.)  Layout, with ``c =
+width``::
+
+    stem      Conv2d(in, c, 3, stride 2, pad 1) -> BN -> act       float by default
+              (act: Hardtanh for binary-input backbones, ReLU otherwise)
+    stages    stage 1 at stride 2: ``blocks`` blocks, c channels; then one stage per further
+              halving (stride 4, 8, 16): a downsampling block c -> 2c, then ``blocks`` blocks
+    block     y = BN(QConv3x3(a(x))) + x                                    (Bi-Real style)
+    down      y = BN(QConv3x3_s2(a(x))) + BN(Conv1x1(AvgPool2d(2)(x)))      (float shortcut)
+    head      Conv2d(C, h, 3, pad 1) -> BN -> ReLU, then three float 1x1 convs (with bias)
+
+``QConv`` is a :class:`~lowbit.train.layers.QuantConv2d` with the quantizers of the scheme
+``backbone`` (:func:`lowbit.train.convert.quantize`: ``bnn`` = sign inputs and weights,
+``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``; ``float`` = plain nn.Conv2d).  ``a`` is the
+conv's own input quantizer for schemes that quantize activations (sign, DoReFa clip), and an
+explicit ReLU (pre-activation) for the float-input schemes (float, bwn, twn).  The residual
+stream stays real-valued, as in Bi-Real-Net (Liu et al. 2018): only what enters a binary conv is
+binarised.  ``stem="quant"`` / ``head="quant"`` quantize the stem conv / the head's 3x3 conv
+too (stem: weights only, its input is the image); the 1x1 output convs, the shortcut convs and
+the input stay float (BiDet and every binary detector keep the ends at higher precision).
+
+Any input whose height and width are divisible by ``stride`` works (160x120, 128x128,
+320x240 for stride 8; gray or RGB): every halving then sees an even size, so the AvgPool2d(2)
+shortcut and the stride-2 conv agree.  Only fx-exportable modules occur (Conv2d, QuantConv2d,
+BatchNorm2d, AvgPool2d, ReLU, Hardtanh, ``+``), so ``lowbit.train.export.export_model`` writes
+the three outputs in this order.  ``heatmap`` bias starts at -log((1 - 0.1) / 0.1) = -2.19
+(CenterNet's prior: every cell starts at p = 0.1).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from torch import nn
+
+from .convert import quantize
+
+__all__ = ["DETECTOR", "BACKBONES", "build_detector", "DetectorNet", "detector_spec",
+           "out_size"]
+
+DETECTOR = "lowbit.train.detector:build_detector"   # the builder name checkpoints store
+BACKBONES = ("bnn", "xnor", "bwn", "twn", "dorefa:W,A,G", "float")
+STRIDES = (4, 8, 16)
+_FLOAT_INPUT = ("float", "bwn", "twn")              # schemes whose convs see float inputs
+PRIOR = 0.1                                         # initial heatmap probability
+
+
+def _check_backbone(backbone: str) -> str:
+    if not isinstance(backbone, str):
+        raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
+    b = backbone.strip().lower()
+    if b not in ("bnn", "xnor", "bwn", "twn", "float") and not b.startswith("dorefa:"):
+        raise ValueError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
+    return b
+
+
+class Block(nn.Module):
+    """``y = bn(conv(act(x))) + shortcut(x)``; stride 2 doubles the channels and uses the
+    AvgPool2d(2) -> float 1x1 conv -> BN shortcut.  ``conv`` starts as nn.Conv2d and is swapped
+    for the scheme's QuantConv2d by :func:`build_detector`."""
+
+    def __init__(self, cin: int, cout: int, stride: int, preact: bool):
+        super().__init__()
+        self.act = nn.ReLU() if preact else None
+        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride == 2:
+            self.down = nn.Sequential(OrderedDict([
+                ("pool", nn.AvgPool2d(2)), ("conv", nn.Conv2d(cin, cout, 1, bias=False)),
+                ("bn", nn.BatchNorm2d(cout))]))
+
+    def forward(self, x):
+        y = self.bn(self.conv(x if self.act is None else self.act(x)))
+        return y + (x if self.down is None else self.down(x))
+
+
+class Head(nn.Module):
+    """3x3 conv -> BN -> ReLU, then 1x1 convs to K heatmap logits, 2 sizes, 2 offsets."""
+
+    def __init__(self, cin: int, hidden: int, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, hidden, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.relu = nn.ReLU()
+        self.heatmap = nn.Conv2d(hidden, num_classes, 1)
+        self.size = nn.Conv2d(hidden, 2, 1)
+        self.offset = nn.Conv2d(hidden, 2, 1)
+        nn.init.constant_(self.heatmap.bias, -math.log((1 - PRIOR) / PRIOR))
+        nn.init.zeros_(self.size.bias)
+        nn.init.constant_(self.offset.bias, 0.5)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x)))
+        return self.heatmap(h), self.size(h), self.offset(h)
+
+
+class DetectorNet(nn.Module):
+    """Stem, stages of :class:`Block`, :class:`Head` (module docstring).  ``forward(x)`` ->
+    ``(heatmap_logits (N, K, h, w), size (N, 2, h, w), offset (N, 2, h, w))``."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int, stride: int,
+                 blocks: int, head_channels: int, binary_stem_act: bool, preact: bool):
+        super().__init__()
+        c = width
+        self.stem = nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(in_channels, c, 3, 2, 1, bias=False)),
+            ("bn", nn.BatchNorm2d(c)),
+            ("act", nn.Hardtanh() if binary_stem_act else nn.ReLU())]))
+        stages: list[tuple[str, nn.Module]] = []
+        for s in range(int(math.log2(stride))):       # s = 0 at stride 2, then one per halving
+            if s > 0:
+                stages.append((f"s{s + 1}down", Block(c, 2 * c, 2, preact)))
+                c *= 2
+            for b in range(blocks):
+                stages.append((f"s{s + 1}b{b + 1}", Block(c, c, 1, preact)))
+        self.stages = nn.Sequential(OrderedDict(stages))
+        self.head = Head(c, head_channels, num_classes)
+        self.stride, self.num_classes = int(stride), int(num_classes)
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))
+
+
+def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int = 1,
+                   width: int = 16, stride: int = 8, head: str = "float", stem: str = "float",
+                   blocks: int = 1, head_channels: int = 0) -> nn.Module:
+    """The detector of the module docstring.  ``backbone``: ``bnn`` | ``xnor`` | ``bwn`` |
+    ``twn`` | ``dorefa:W,A,G`` | ``float``; ``width`` 8..64 (16-32 for the embedded default);
+    ``stride`` 4, 8 or 16; ``blocks`` stride-1 blocks per stage; ``head`` / ``stem``
+    ``"float"`` (default) or ``"quant"``; ``head_channels`` of the head's 3x3 conv (0: the
+    backbone's last width).  The model carries ``detector_args`` (all arguments),
+    ``lowbit_spec`` (builder name + those arguments, for checkpoints) and ``stride`` /
+    ``num_classes`` attributes."""
+    b = _check_backbone(backbone)
+    args = dict(backbone=b, in_channels=int(in_channels), num_classes=int(num_classes),
+                width=int(width), stride=int(stride), head=head, stem=stem, blocks=int(blocks),
+                head_channels=int(head_channels))
+    if int(stride) not in STRIDES:
+        raise ValueError(f"stride: expected one of {STRIDES}, got {stride!r}")
+    for key in ("in_channels", "num_classes", "width"):
+        if args[key] < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {args[key]}")
+    if args["blocks"] < 0 or args["head_channels"] < 0:
+        raise ValueError("blocks and head_channels must be >= 0")
+    for key in ("head", "stem"):
+        if args[key] not in ("float", "quant"):
+            raise ValueError(f"{key}: expected 'float' or 'quant', got {args[key]!r}")
+    last = args["width"] * stride // 2
+    model = DetectorNet(args["in_channels"], args["num_classes"], args["width"], args["stride"],
+                     args["blocks"], args["head_channels"] or last,
+                     binary_stem_act=b not in _FLOAT_INPUT, preact=b in _FLOAT_INPUT)
+    if b != "float":
+        skip = ["head.heatmap", "head.size", "head.offset"]
+        skip += [n for n, m in model.named_modules() if n.endswith(".down.conv")]
+        skip += ["stem.conv"] if stem == "float" else []
+        skip += ["head.conv"] if head == "float" else []
+        quantize(model, b, keep_first=False, keep_last=False, skip=skip, inplace=True)
+        if stem == "quant":   # the image is the stem's input: quantize its weights only
+            model.stem.conv.input_quantizer = None
+            model.stem.conv.pad_value = 0.0
+    model.detector_args = args
+    model.lowbit_spec = {"name": DETECTOR, "kwargs": dict(args)}
+    return model
+
+
+def detector_spec(model: nn.Module) -> dict:
+    """``{"name", "kwargs"}`` of a model built by :func:`build_detector`, with *all* its
+    arguments (so a checkpoint rebuilds it even if the builder's defaults change)."""
+    args = getattr(model, "detector_args", None)
+    if not isinstance(args, dict):
+        raise ValueError("model: expected a detector built by lowbit.train.detector."
+                         "build_detector")
+    return {"name": DETECTOR, "kwargs": dict(args)}
+
+
+def out_size(input_hw, stride: int) -> tuple[int, int]:
+    """The output grid (h, w) of an input (H, W); both must be divisible by ``stride``."""
+    H, W = (int(v) for v in input_hw)
+    if H % stride or W % stride or H < stride or W < stride:
+        raise ValueError(f"input size {W}x{H}: width and height must be positive multiples "
+                         f"of the stride {stride}")
+    return H // stride, W // stride
