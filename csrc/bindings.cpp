@@ -284,6 +284,7 @@ class PyGraph {
 
   std::vector<double> op_seconds() const { return ex_.op_seconds(); }
   int64_t arena_bytes(int64_t n) { return ex_.arena_bytes(n); }
+  int64_t unshared_bytes(int64_t n) { return ex_.unshared_bytes(n); }
 
   // (op index, int32 accumulators (n*oh*ow*oc) as a new array) of every bitwise layer that
   // recorded in the last run.
@@ -464,6 +465,28 @@ NB_MODULE(_kernels, m) {
            "record"_a = false, "poison"_a = false, "Run one batch; outputs in torch's layout.")
       .def("op_seconds", &PyGraph::op_seconds, "Per-op wall seconds of the last profiled run.")
       .def("arena_bytes", &PyGraph::arena_bytes, "n"_a, "Arena bytes for a batch of n.")
+      .def("unshared_bytes", &PyGraph::unshared_bytes, "n"_a,
+           "Bytes of all values and temporaries for a batch of n if none shared memory.")
       .def("records", &PyGraph::records, "(op index, int32 accumulators) of the last recorded run.");
+
+  m.def(
+      "fgemm",
+      [](nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+         nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> b, bool b_trans,
+         Out2<float> out, const std::string& path) {
+        check_path(path);
+        const int64_t M = a.shape(0), K = a.shape(1);
+        const int64_t N = b_trans ? b.shape(0) : b.shape(1);
+        if ((b_trans ? b.shape(1) : b.shape(0)) != static_cast<size_t>(K))
+          throw nb::value_error("fgemm: inner dimensions differ");
+        if (static_cast<int64_t>(out.shape(0)) != M || static_cast<int64_t>(out.shape(1)) != N)
+          throw nb::value_error("fgemm: out must have shape (M, N)");
+        auto fn = lowbit::find_fgemm(path);
+        nb::gil_scoped_release unlocked;
+        fn(a.data(), K, b.data(), b_trans ? K : N, b_trans, out.data(), N, M, K, N);
+      },
+      "a"_a.noconvert(), "b"_a.noconvert(), "b_trans"_a, "out"_a.noconvert(), "path"_a,
+      "out = a @ (b.T if b_trans else b), float32, on the graph executor's Eigen GEMM of a CPU "
+      "path (csrc/graph/fgemm.h); for tests and benchmarks.");
   m.attr("has_eigen") = true;
 }

@@ -116,8 +116,14 @@ class Executor {
   const std::vector<double>& op_seconds() const { return seconds_; }
   InputOp& input() { return static_cast<InputOp&>(*ops_.at(0)); }
 
-  // Arena bytes for a batch of n.
+  // Arena bytes for a batch of n, and what the buffers would take without sharing memory.
   int64_t arena_bytes(int64_t n) { plan(n); return arena_size_; }
+  int64_t unshared_bytes(int64_t n) {
+    plan(n);
+    int64_t t = 0;
+    for (const Buffer& b : bufs_) t += b.bytes;
+    return t;
+  }
 
   // One batch: host input (n, c, h, w) uint8 or float32; outs[k] float32 of
   // n * (value elements) for outputs_[k].

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "bitpack/bitpack.h"
@@ -92,6 +93,26 @@ inline float operand_value(Operand t, float x, float a, float b) {
   }
 }
 
+// operand_value over an array, one loop per transform (so each loop vectorises).
+inline void transform_operand(Operand t, const float* x, int64_t n, float a, float b, float* y) {
+  switch (t) {
+    case Operand::kSign: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0.f ? 1.f : -1.f; return;
+    case Operand::kLevelsU8: for (int64_t i = 0; i < n; ++i) y[i] = operand_value(Operand::kLevelsU8, x[i], a, b); return;
+    case Operand::kLevelsDorefa: for (int64_t i = 0; i < n; ++i) y[i] = operand_value(Operand::kLevelsDorefa, x[i], a, b); return;
+    case Operand::kClip01: for (int64_t i = 0; i < n; ++i) y[i] = operand_value(Operand::kClip01, x[i], a, b); return;
+    default: std::memcpy(y, x, static_cast<size_t>(n) * 4);
+  }
+}
+
+// dst[0..n) = src[0..n) for the short runs of im2col (a kernel row of a few channels): fixed
+// size copies the compiler inlines as a few vector moves, not a library call per run.
+inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) std::memcpy(dst + j, src + j, 32);
+  if (j + 4 <= n) { std::memcpy(dst + j, src + j, 16); j += 4; }
+  for (; j < n; ++j) dst[j] = src[j];
+}
+
 // XNOR-Net's K: kfac[pixel] = window average (count_include_pad, zero padding) of the
 // channel mean of |x| (lowbit.runtime.ops.QLayer._operand).  x (n, h, w, c) float;
 // mean: scratch (n, h, w); kfac (n, oh, ow).
@@ -121,6 +142,41 @@ inline void xnor_kfac(const float* x, int64_t n, int64_t h, int64_t w, int64_t c
       }
 }
 
+// One row of c floats -> packed bits: signs (x >= 0), or a per-channel float threshold (a
+// BatchNorm read only by signs, lowbit.codec.fold.fold_float_threshold): bit = s (x - t) >= 0.
+// s (x - t) >= 0  <=>  s x - s t >= 0 exactly (s = ±1: negation is exact and x - t = -(t - x)
+// in round-to-nearest; infinite thresholds stay infinite), so the row is rewritten in place
+// as s x - s t and packed by the SIMD bitpack kernel.  NaN gives bit 0.
+class RowBits {
+ public:
+  RowBits(const OpSpec& sp, int64_t c) : c_(c) {
+    if (sp.has("t")) {
+      const float* t = sp.a<float>("t", 'f', c);
+      const float* s = sp.a<float>("s", 'f', c);
+      s_.assign(s, s + c);
+      st_.resize(static_cast<size_t>(c));
+      for (int64_t j = 0; j < c; ++j) {
+        if (s[j] != 1.f && s[j] != -1.f) sp.fail("threshold signs must be +1 or -1");
+        st_[static_cast<size_t>(j)] = s[j] * t[j];
+      }
+    }
+    pack_ = bitpack_detail::find_pack<float>(sp.s("path", "portable"));
+    if (!pack_) sp.fail("no bitpack kernel for path '" + sp.s("path") + "'");
+  }
+  // row: c floats (rewritten when thresholded); out: ceil(c/64) words.
+  void pack(float* row, uint64_t* out) const {
+    if (!s_.empty())
+      for (int64_t j = 0; j < c_; ++j) row[j] = row[j] * s_[static_cast<size_t>(j)] - st_[static_cast<size_t>(j)];
+    pack_(row, c_, out);
+  }
+  bool thresholded() const { return !s_.empty(); }
+
+ private:
+  int64_t c_;
+  std::vector<float> s_, st_;
+  bitpack_detail::PackRowFn<float> pack_ = nullptr;
+};
+
 class FConvOp : public Op {
  public:
   FConvOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
@@ -147,6 +203,10 @@ class FConvOp : public Op {
     if (!gemm_) sp.fail("no float GEMM for path '" + sp.s("path") + "'");
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
               operand_ == Operand::kNone;
+    if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
+      out.bits = true;
+      bits_ = std::make_unique<RowBits>(sp, oc_);
+    }
   }
 
   // chunk of output rows handled by one GEMM call: cols of ~128 KiB
@@ -164,6 +224,7 @@ class FConvOp : public Op {
     t.push_back(direct_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
+    t.push_back(bits_ ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
     return t;
   }
 
@@ -178,18 +239,19 @@ class FConvOp : public Op {
     }
     if (operand_ != Operand::kNone) {
       float* t = static_cast<float*>(c.tmp[1]);
-      const int64_t e = n * in_.h * in_.w * in_.c;
-      for (int64_t i = 0; i < e; ++i) t[i] = operand_value(operand_, x[i], op_a_, op_b_);
+      transform_operand(operand_, x, n * in_.h * in_.w * in_.c, op_a_, op_b_, t);
       x = t;
     }
     const int64_t rows = chunk_rows(M);
     const int64_t chunks = (M + rows - 1) / rows;
     const int nw = workers(n, c.threads);
-    float* y = static_cast<float*>(c.out);
+    float* y = bits_ ? nullptr : static_cast<float*>(c.out);
     float* cols_base = static_cast<float*>(c.tmp[0]);
     std::atomic<int> next{0};
     parallel_for(chunks, nw, [&](int64_t c0, int64_t c1) {
-      float* cols = direct_ ? nullptr : cols_base + next.fetch_add(1) * rows * K_;
+      const int slot = next.fetch_add(1);
+      float* cols = direct_ ? nullptr : cols_base + slot * rows * K_;
+      float* ybuf = bits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
         const float* A = x + r0 * K_;
@@ -197,37 +259,50 @@ class FConvOp : public Op {
           im2col(x, r0, nr, cols);
           A = cols;
         }
-        float* C = y + r0 * oc_;
+        float* C = bits_ ? ybuf : y + r0 * oc_;
         gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
-        if (!prog_.empty())
-          for (int64_t r = 0; r < nr; ++r) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
+        for (int64_t r = 0; r < nr; ++r) {
+          if (!prog_.empty()) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
+          if (bits_) bits_->pack(C + r * oc_, static_cast<uint64_t*>(c.out) + (r0 + r) * out.words());
+        }
       }
     });
   }
 
  private:
   // rows r0 .. r0+nr of the (M, K) patch matrix; tap-major (kh, kw, c) like conv_matrix.
+  // Runs of output pixels along one output row share their input rows: per (image, output
+  // row, kernel row) the source row is found once, then each pixel copies its kw*c window
+  // (interior pixels in one piece, border pixels with pad values around the valid part).
   void im2col(const float* x, int64_t r0, int64_t nr, float* dst) const {
     const int64_t C = in_.c, seg = kw_ * C;
-    int64_t ox = r0 % out.w, oy = (r0 / out.w) % out.h, b = r0 / (out.w * out.h);
-    for (int64_t r = 0; r < nr; ++r, dst += K_) {
-      const int64_t iy0 = oy * sh_ - ph_, ix0 = ox * sw_ - pw_;
+    int64_t r = r0;
+    while (r < r0 + nr) {
+      const int64_t ox0 = r % out.w, oy = (r / out.w) % out.h, b = r / (out.w * out.h);
+      const int64_t run = std::min(out.w - ox0, r0 + nr - r);  // pixels left on this output row
       for (int64_t i = 0; i < kh_; ++i) {
-        float* d = dst + i * seg;
-        const int64_t iy = iy0 + i;
+        const int64_t iy = oy * sh_ - ph_ + i;
+        float* d = dst + (r - r0) * K_ + i * seg;
         if (iy < 0 || iy >= in_.h) {
-          for (int64_t j = 0; j < seg; ++j) d[j] = pad_;
+          for (int64_t p = 0; p < run; ++p, d += K_)
+            for (int64_t j = 0; j < seg; ++j) d[j] = pad_;
           continue;
         }
-        const int64_t lo = std::clamp<int64_t>(-ix0, 0, kw_);
-        const int64_t hi = std::clamp<int64_t>(in_.w - ix0, lo, kw_);
-        for (int64_t j = 0; j < lo * C; ++j) d[j] = pad_;
-        if (hi > lo)
-          std::memcpy(d + lo * C, x + ((b * in_.h + iy) * in_.w + ix0 + lo) * C,
-                      static_cast<size_t>((hi - lo) * C) * 4);
-        for (int64_t j = hi * C; j < seg; ++j) d[j] = pad_;
+        const float* row = x + (b * in_.h + iy) * in_.w * C;
+        for (int64_t p = 0; p < run; ++p, d += K_) {
+          const int64_t ix0 = (ox0 + p) * sw_ - pw_;
+          if (ix0 >= 0 && ix0 + kw_ <= in_.w) {
+            copy_floats(d, row + ix0 * C, seg);
+            continue;
+          }
+          const int64_t lo = std::clamp<int64_t>(-ix0, 0, kw_);
+          const int64_t hi = std::clamp<int64_t>(in_.w - ix0, lo, kw_);
+          for (int64_t j = 0; j < lo * C; ++j) d[j] = pad_;
+          copy_floats(d + lo * C, row + (ix0 + lo) * C, (hi - lo) * C);
+          for (int64_t j = hi * C; j < seg; ++j) d[j] = pad_;
+        }
       }
-      if (++ox == out.w) { ox = 0; if (++oy == out.h) { oy = 0; ++b; } }
+      r += run;
     }
   }
 
@@ -239,6 +314,7 @@ class FConvOp : public Op {
   Operand operand_;
   std::vector<Step> prog_;
   fgemm_detail::GemmFn gemm_;
+  std::unique_ptr<RowBits> bits_;
 };
 
 // ---- elementwise: one output program per pixel row -------------------------------------
@@ -263,54 +339,37 @@ class EwOp : public Op {
   std::vector<Step> prog_;
 };
 
-// ---- float -> bits: sign (x >= 0) or a per-channel float threshold ---------------------
-// Threshold (a BatchNorm read only by signs, lowbit.codec.fold.fold_float_threshold):
-// bit = s * (x - t) >= 0, i.e. x - t >= 0 where s = +1 and x - t <= 0 where s = -1.
-// NaN gives bit 0.
+// ---- float -> bits: sign (x >= 0) or a per-channel float threshold (RowBits) -------------
 class ToBitsOp : public Op {
  public:
-  ToBitsOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
+  ToBitsOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp), bits_(sp, only_input(sp, vals, false).c) {
     out = only_input(sp, vals, false);
     out.bits = true;
-    if (sp.has("t")) {
-      t_ = sp.a<float>("t", 'f', out.c);
-      s_ = sp.a<float>("s", 'f', out.c);
-    } else {
-      pack_ = bitpack_detail::find_pack<float>(sp.s("path", "portable"));
-      if (!pack_) sp.fail("no bitpack kernel for path '" + sp.s("path") + "'");
-    }
+  }
+  std::vector<int64_t> temps(int64_t, int threads) const override {
+    return {bits_.thresholded() ? threads * out.c * 4 : 0};
   }
   void run(Ctx& c) override {
     const int64_t rows = c.n * out.h * out.w, C = out.c, nw = out.words();
     const float* x = static_cast<const float*>(c.in[0]);
     uint64_t* y = static_cast<uint64_t*>(c.out);
+    std::atomic<int> slot{0};
     parallel_for(rows, threads_for(c.threads, rows * C, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
+      float* z = static_cast<float*>(c.tmp[0]);
+      if (z) z += slot.fetch_add(1) * C;
       for (int64_t r = r0; r < r1; ++r) {
-        const float* xr = x + r * C;
-        uint64_t* o = y + r * nw;
-        if (pack_) {
-          pack_(xr, C, o);  // NaN: its bit is 0 (no error mid-graph)
-          continue;
-        }
-        for (int64_t w0 = 0; w0 < nw; ++w0) {
-          uint64_t word = 0;
-          const int64_t m = std::min<int64_t>(64, C - w0 * 64);
-          for (int64_t j = 0; j < m; ++j) {
-            const int64_t ch = w0 * 64 + j;
-            const float d = xr[ch] - t_[ch];
-            const bool bit = s_[ch] < 0.f ? d <= 0.f : d >= 0.f;
-            word |= static_cast<uint64_t>(bit) << j;
-          }
-          o[w0] = word;
+        if (z) {
+          std::memcpy(z, x + r * C, static_cast<size_t>(C) * 4);
+          bits_.pack(z, y + r * nw);
+        } else {
+          bits_.pack(const_cast<float*>(x + r * C), y + r * nw);  // signs: the row is not written
         }
       }
     });
   }
 
  private:
-  const float* t_ = nullptr;
-  const float* s_ = nullptr;
-  bitpack_detail::PackRowFn<float> pack_ = nullptr;
+  RowBits bits_;
 };
 
 // ---- bits -> ±1 floats: NHWC (same dims), or flat in torch's (c, h, w) order ------------

@@ -16,6 +16,14 @@
 namespace lowbit {
 namespace graph {
 
+// o = np.maximum(o, t): NaN wins (a != a is NaN); a select the compiler vectorises.
+inline void max_into(float* __restrict o, const float* __restrict t, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float a = o[j], b = t[j];
+    o[j] = (a >= b || a != a) ? a : b;
+  }
+}
+
 // Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).
 class MaxPoolOp : public Op {
  public:
@@ -47,9 +55,8 @@ class MaxPoolOp : public Op {
               const float* t = x + ((b * in_.h + oy * sh_ + i) * in_.w + ox * sw_ + j) * C;
               if (i == 0 && j == 0) {
                 std::memcpy(o, t, static_cast<size_t>(C) * 4);
-              } else {  // np.maximum: NaN wins
-                for (int64_t ch = 0; ch < C; ++ch)
-                  o[ch] = (o[ch] >= t[ch] || std::isnan(o[ch])) ? o[ch] : t[ch];
+              } else {
+                max_into(o, t, C);
               }
             }
         }

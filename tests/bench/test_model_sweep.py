@@ -59,7 +59,9 @@ def test_sweep_records_complete_and_consistent(bnn_file):
     low = [r for r in recs if r["system"] == "lowbit"]
     assert all(r["bops"] > 0 and 0 <= r["acc"] <= 1 for r in low)
     layers = next(r["layers"] for r in low if "layers" in r)
-    assert layers and all(l["ms"] > 0 for l in layers)
+    # native executor: ops fused into their producer (BN, activations) and aliases (flatten of
+    # bits) take 0 ms of their own
+    assert layers and all(l["ms"] >= 0 for l in layers) and sum(l["ms"] > 0 for l in layers) >= 3
     # the binary file is smaller than the fp32 ONNX file of its float twin
     fb = {r["system"]: r.get("file_bytes") for r in recs}
     assert fb["lowbit"] < fb["ort-fp32"]

@@ -206,6 +206,11 @@ def bgemm(a, b, k: int, threads: int = 1, path: str | None = None,
     """Packed ±1 matrix product: a (M, W), b (N, W) uint64 -> (M, N) int32,
     out[m, n] = k - 2 * popcount(a[m] XOR b[n]) (= dot of the unpacked ±1 rows).
 
+    Benchmark and test use only (``lowbit bench bgemm``): no model runs through it.  Every
+    layer of a model -- dense ones included, as 1x1 convs -- runs on the conv driver
+    (csrc/bconv/driver.h, which reuses bgemm's micro-kernels) via ``lowbit.runtime.bitconv``
+    or the native executor (csrc/graph).
+
     The pad bits past k must be 0 in a and b (bitpack guarantees it; checked here)."""
     k = _check_k(k)
     a = _check_words("a", a, k, ndim=2)

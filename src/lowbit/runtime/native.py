@@ -146,6 +146,24 @@ class NativeGraph:
             return [(PRELU_S, {"s": float(wt[0])})] if wt.size == 1 else [(PRELU_C, {"v": wt})]
         return [(ACT_QUANT, {"s": float(F32(2 ** int(op["bits"]) - 1))})]
 
+    def _fuse_bits(self, end: str, i: int, attrs: dict) -> str:
+        """A float conv whose result is read only by a sign, or by a BatchNorm folded to a
+        threshold (read only by signs), emits those bits itself."""
+        users = self.readers.get(end, [])
+        if len(users) != 1 or users[0] < 0:
+            return end
+        j = users[0]
+        op = self.rt.ops[j]
+        if op["op"] == "sign":
+            attrs.update(bits_out=1)
+        elif op["op"] == "batchnorm" and j in self.rt._bn_sign:
+            t, s = self.rt._bn_sign[j]
+            attrs.update(bits_out=1, t=_f32(t), s=_f32(s))
+        else:
+            return end
+        self.fused[j] = i
+        return op["outputs"][0]
+
     @staticmethod
     def _program(steps: list) -> dict:
         attrs: dict = {"steps": len(steps)}
@@ -170,16 +188,16 @@ class NativeGraph:
             steps = [(ADD_C, {"v": _f32(rt._float[op["bias"]])})] if op.get("bias") else []
             geo = _geometry(rt._kshape[op["weight"]] if not dense else (1, 1),
                             op.get("stride", 1) if not dense else 1, op.get("padding", 0) if not dense else 0)
-            end = self._fuse(i, steps)
-            self._set(end, self._add("fconv", i, [x], dict(
-                geo, pad=0.0, oc=int(wt.shape[1] if not dense else wt.shape[0]), b_trans=int(dense),
-                weight=wt, path=self.path, **self._program(steps))))
+            attrs = dict(geo, pad=0.0, oc=int(wt.shape[1] if not dense else wt.shape[0]),
+                         b_trans=int(dense), weight=wt, path=self.path)
+            end = self._fuse_bits(self._fuse(i, steps), i, attrs)
+            self._set(end, self._add("fconv", i, [x], dict(attrs, **self._program(steps))))
             return
         if kind in _ELEMENTWISE:
             if kind == "batchnorm" and i in rt._bn_sign:
                 t, s = rt._bn_sign[i]
                 return self._set(out, self._add("tobits", i, [self._float(ins[0], i)],
-                                                {"t": _f32(t), "s": _f32(s)}))
+                                                {"t": _f32(t), "s": _f32(s), "path": self.path}))
             steps = self._steps(i, op)
             x = self._float(ins[0], i)
             end = self._fuse(i, steps)
@@ -243,7 +261,7 @@ class NativeGraph:
             if layer.integer_acc:
                 steps.append((ROUND, {}))
             self._float_stage(layer, steps)
-            end = self._fuse(i, steps)
+            end = self._fuse_bits(self._fuse(i, steps), i, attrs)
             self._set(end, self._add("fconv", i, [x], dict(attrs, **self._program(steps))))
             return
         pw = layer.pw

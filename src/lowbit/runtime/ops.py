@@ -59,21 +59,15 @@ def threshold_bits(x: np.ndarray, t: np.ndarray, s: np.ndarray, threads: int = 1
     return sign_bits(z, threads)
 
 
-def pool_words(x: np.ndarray, op: dict, threads: int = 1) -> np.ndarray:
-    """OR max-pool of packed words (no padding), the compiled loop called directly."""
-    (kh, kw), (sh, sw) = op["kernel"], op.get("stride") or op["kernel"]
-    if K._kernels is None or K.default_path() == "ref":
-        return B.binary_maxpool2d(x, (kh, kw), (sh, sw), 0, threads)
-    n, h, w, cw = x.shape
-    out = np.empty((n, (h - kh) // sh + 1, (w - kw) // sw + 1, cw), np.uint64)
-    K._kernels.binary_maxpool2d(np.ascontiguousarray(x), out, [kh, kw, sh, sw, 0, 0], threads)
-    return out
-
-
 def maxpool(v, op: dict, threads: int = 1):
     if isinstance(v, Bits):   # max of ±1 = OR of bits
-        return Bits(pool_words(v.words, op, threads), v.c)
+        return Bits(_pool_bits(v.words, op, threads), v.c)
     return float_ops.maxpool2d(v, op.get("kernel", 2), op.get("stride"))
+
+
+def _pool_bits(words: np.ndarray, op: dict, threads: int = 1, path: str | None = None) -> np.ndarray:
+    """OR max-pool (no padding) of packed words: bitconv.binary_maxpool2d."""
+    return B.binary_maxpool2d(words, op["kernel"], op.get("stride") or op["kernel"], 0, threads, path)
 
 
 def _ones_planes(oc_shape, c: int) -> np.ndarray:
@@ -203,40 +197,9 @@ class QLayer:
         b = sign_bits(v, threads)
         return (b.words[:, 0, 0] if self.flat_dense else b.words), kfac
 
-    def _direct(self, pw, xq, out: str, threads: int) -> np.ndarray:
-        """The compiled driver called without the public entry points' per-call argument checks
-        (~40 us each; the operands here come from bitpack / the previous kernel and the weights
-        were checked once by prepare_*).  Same call as bitconv._run."""
-        x5 = xq[:, None, None, None, :] if xq.ndim == 2 else (
-            xq[:, None, None] if xq.ndim == 3 else (xq[:, :, :, None, :] if xq.ndim == 4 else xq))
-        x5 = np.ascontiguousarray(x5)
-        (kh, kw), (sh, sw) = (pw.kh, pw.kw), (self.stride if not self.flat_dense else (1, 1))
-        ph, pwd = self.padding if not self.flat_dense else (0, 0)
-        n, h, wd = x5.shape[:3]
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pwd - kw) // sw + 1
-        stage = {"int32": 0, "bits": 1}[out]
-        res = np.empty((n, oh, ow, pw.oc if stage == 0 else K.ref.words_for(pw.oc)),
-                       np.int32 if stage == 0 else np.uint64)
-        kind = 4 if pw.variant.startswith("masked-") else B._KIND_CODE[pw.kind]
-        pad_value = self.pad_value if pw.kind in ("binary", "ternary") else 0
-        tap_sums = pw.tap_sums
-        if pw.kind in ("binary", "ternary") and (pad_value == -1 or (ph == 0 and pwd == 0)):
-            tap_sums = self._no_sums
-        thr, flip = (self.thr, self.flip) if stage == 1 else (self._e_i32, self._e_u8)
-        K._kernels.xconv2d(x5, pw.packed, [kh, kw, sh, sw, ph, pwd], kind, pw.oc, pw.kbits,
-                           x5.shape[3], pw.w_bits, tap_sums, int(pad_value), pw.w_pop, stage,
-                           res, thr, flip, self._e_f32, self._e_f32, pw.path, pw.variant, threads)
-        return res[:, 0, 0] if self.flat_dense else res
-
-    _no_sums, _e_i32 = np.zeros(0, np.int32), np.zeros(0, np.int32)
-    _e_u8, _e_f32 = np.zeros(0, np.uint8), np.zeros(0, np.float32)
-
     def _kernel(self, xq, out, threads, **stage):
-        if self.pw.path != "ref":
-            if self.kind != "planes-planes":
-                return self._direct(self.pw, xq, out, threads)
-            a1, a2 = self._direct(self.pw, xq, "int32", threads), self._direct(self.pw_ones, xq, "int32", threads)
-            return self.step * a1 + self.offset * a2
+        """The layer on the kernels through bitconv's checked entry points (the one path into
+        the compiled driver; the native executor calls the same driver from C++)."""
         kw = dict(out=out, threads=threads, **stage)
         if not self.flat_dense:
             kw.update(stride=self.stride, padding=self.padding)
@@ -280,7 +243,7 @@ class QLayer:
             if p is not None:   # pool of acc before BN: OR for increasing, AND for decreasing channels
                 if self.flip_words is not None:
                     bits = bits ^ self.flip_words
-                bits = pool_words(bits, p, threads)
+                bits = _pool_bits(bits, p, threads, self.pw.path)
                 if self.flip_words is not None:
                     bits = bits ^ self.flip_words
             return Bits(bits, self.oc)
