@@ -49,6 +49,21 @@ inline bool pack_row_portable(const T* x, int64_t k, uint64_t* out) {
   return nan;
 }
 
+// The partial last word of a float row on the SIMD paths: the n < 64 values copied into a
+// word of -1 (bit 0) and packed as a whole word (a first-layer row of 20 channels would
+// otherwise go through the scalar loop).
+template <class T, class Word>
+inline uint64_t pack_tail(const T* x, int64_t n, bool& nan, Word word) {
+  if constexpr (std::is_same_v<T, float>) {
+    float tmp[64];
+    for (int64_t i = 0; i < n; ++i) tmp[i] = x[i];
+    for (int64_t i = n; i < 64; ++i) tmp[i] = -1.f;
+    return word(tmp, nan);
+  } else {
+    return pack_word_portable(x, n, nan);
+  }
+}
+
 #if LOWBIT_X86_PATHS
 // ---- avx2: movemask gathers the sign / compare bits of a vector into an int ------------
 template <class T>
@@ -95,7 +110,8 @@ LOWBIT_TARGET_AVX2 bool pack_row_avx2(const T* x, int64_t k, uint64_t* out) {
   bool nan = false;
   const int64_t full = k / 64;
   for (int64_t w = 0; w < full; ++w) out[w] = pack_word_avx2(x + w * 64, nan);
-  if (k % 64) out[full] = pack_word_portable(x + full * 64, k % 64, nan);
+  if (k % 64)
+    out[full] = pack_tail(x + full * 64, k % 64, nan, [](const T* p, bool& b) LOWBIT_TARGET_AVX2 { return pack_word_avx2(p, b); });
   return nan;
 }
 
@@ -138,7 +154,8 @@ LOWBIT_TARGET_AVX512 bool pack_row_avx512(const T* x, int64_t k, uint64_t* out) 
   bool nan = false;
   const int64_t full = k / 64;
   for (int64_t w = 0; w < full; ++w) out[w] = pack_word_avx512(x + w * 64, nan);
-  if (k % 64) out[full] = pack_word_portable(x + full * 64, k % 64, nan);
+  if (k % 64)
+    out[full] = pack_tail(x + full * 64, k % 64, nan, [](const T* p, bool& b) LOWBIT_TARGET_AVX512 { return pack_word_avx512(p, b); });
   return nan;
 }
 #endif  // LOWBIT_X86_PATHS

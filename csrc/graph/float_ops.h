@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "bitpack/bitpack.h"
@@ -104,13 +105,32 @@ inline void transform_operand(Operand t, const float* x, int64_t n, float a, flo
   }
 }
 
-// dst[0..n) = src[0..n) for the short runs of im2col (a kernel row of a few channels): fixed
-// size copies the compiler inlines as a few vector moves, not a library call per run.
+// dst[0..n) = src[0..n): whole 8-float blocks, then the rest (the runs are short: a kernel
+// row of a few channels).
 inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) std::memcpy(dst + j, src + j, 32);
-  if (j + 4 <= n) { std::memcpy(dst + j, src + j, 16); j += 4; }
   for (; j < n; ++j) dst[j] = src[j];
+}
+
+// `count` runs of N floats: run p from src + p * sstride to dst + p * dstride.  N is a
+// compile-time constant, so each run is a few inline moves (im2col of a first layer copies
+// runs of 3 or 5 floats; a library call per run cost more than the copy).
+template <int N>
+void copy_runs(float* __restrict dst, int64_t dstride, const float* __restrict src, int64_t sstride,
+               int64_t count) {
+  for (int64_t p = 0; p < count; ++p) std::memcpy(dst + p * dstride, src + p * sstride, N * sizeof(float));
+}
+inline void copy_runs_any(float* __restrict dst, int64_t dstride, const float* __restrict src,
+                          int64_t sstride, int64_t count, int64_t n) {
+  for (int64_t p = 0; p < count; ++p) copy_floats(dst + p * dstride, src + p * sstride, n);
+}
+using CopyRunsFn = void (*)(float*, int64_t, const float*, int64_t, int64_t);
+template <int... N>
+CopyRunsFn find_copy_runs(int64_t n, std::integer_sequence<int, N...>) {
+  CopyRunsFn fn = nullptr;
+  ((n == N + 1 ? (fn = &copy_runs<N + 1>, 0) : 0), ...);
+  return fn;
 }
 
 // XNOR-Net's K: kfac[pixel] = window average (count_include_pad, zero padding) of the
@@ -163,12 +183,34 @@ class RowBits {
     pack_ = bitpack_detail::find_pack<float>(sp.s("path", "portable"));
     if (!pack_) sp.fail("no bitpack kernel for path '" + sp.s("path") + "'");
   }
-  // row: c floats (rewritten when thresholded); out: ceil(c/64) words.
-  void pack(float* row, uint64_t* out) const {
+  // rows (n, c) floats (rewritten when thresholded) -> out (n, ceil(c/64)) words.  stream:
+  // scratch of stream_words(n) words.  When c is not a multiple of 64 (a first layer's 20
+  // channels), the block is packed as one bit stream by the SIMD kernel and each row's c bits
+  // are cut out of it: no scalar loop and no call per short row.
+  void pack(float* rows, int64_t n, uint64_t* out, uint64_t* stream) const {
     if (!s_.empty())
-      for (int64_t j = 0; j < c_; ++j) row[j] = row[j] * s_[static_cast<size_t>(j)] - st_[static_cast<size_t>(j)];
-    pack_(row, c_, out);
+      for (int64_t r = 0; r < n; ++r) {
+        float* row = rows + r * c_;
+        for (int64_t j = 0; j < c_; ++j) row[j] = row[j] * s_[static_cast<size_t>(j)] - st_[static_cast<size_t>(j)];
+      }
+    const int64_t nw = (c_ + 63) / 64;
+    if (c_ % 64 == 0) {
+      for (int64_t r = 0; r < n; ++r) pack_(rows + r * c_, c_, out + r * nw);
+      return;
+    }
+    const int64_t total = n * c_, sw = (total + 63) / 64;
+    pack_(rows, total, stream);
+    stream[sw] = 0;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t w = 0; w < nw; ++w) {
+        const int64_t o = r * c_ + 64 * w, q = o / 64, sh = o % 64;
+        const int64_t m = std::min<int64_t>(64, c_ - 64 * w);
+        uint64_t v = stream[q] >> sh;
+        if (sh) v |= stream[q + 1] << (64 - sh);
+        out[r * nw + w] = m == 64 ? v : v & ((uint64_t{1} << m) - 1);
+      }
   }
+  int64_t stream_words(int64_t n) const { return c_ % 64 ? (n * c_ + 63) / 64 + 1 : 0; }
   bool thresholded() const { return !s_.empty(); }
 
  private:
@@ -203,6 +245,7 @@ class FConvOp : public Op {
     if (!gemm_) sp.fail("no float GEMM for path '" + sp.s("path") + "'");
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
               operand_ == Operand::kNone;
+    copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
       bits_ = std::make_unique<RowBits>(sp, oc_);
@@ -225,6 +268,7 @@ class FConvOp : public Op {
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
     t.push_back(bits_ ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
+    t.push_back(bits_ ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
     return t;
   }
 
@@ -252,6 +296,8 @@ class FConvOp : public Op {
       const int slot = next.fetch_add(1);
       float* cols = direct_ ? nullptr : cols_base + slot * rows * K_;
       float* ybuf = bits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
+      uint64_t* stream = static_cast<uint64_t*>(c.tmp[4]);
+      if (stream) stream += slot * bits_->stream_words(rows);
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
         const float* A = x + r0 * K_;
@@ -261,10 +307,9 @@ class FConvOp : public Op {
         }
         float* C = bits_ ? ybuf : y + r0 * oc_;
         gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
-        for (int64_t r = 0; r < nr; ++r) {
-          if (!prog_.empty()) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
-          if (bits_) bits_->pack(C + r * oc_, static_cast<uint64_t*>(c.out) + (r0 + r) * out.words());
-        }
+        if (!prog_.empty())
+          for (int64_t r = 0; r < nr; ++r) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
+        if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
       }
     });
   }
@@ -272,10 +317,14 @@ class FConvOp : public Op {
  private:
   // rows r0 .. r0+nr of the (M, K) patch matrix; tap-major (kh, kw, c) like conv_matrix.
   // Runs of output pixels along one output row share their input rows: per (image, output
-  // row, kernel row) the source row is found once, then each pixel copies its kw*c window
-  // (interior pixels in one piece, border pixels with pad values around the valid part).
+  // row, kernel row) the source row is found once; the interior pixels copy their kw*c
+  // window in one call (copy_runs), border pixels pad around the valid part.
   void im2col(const float* x, int64_t r0, int64_t nr, float* dst) const {
     const int64_t C = in_.c, seg = kw_ * C;
+    // output columns whose window lies inside the image: [ox_lo, ox_hi)
+    const int64_t ox_lo = std::min(out.w, (pw_ + sw_ - 1) / sw_);
+    const int64_t room = in_.w + pw_ - kw_;  // < 0: no interior column
+    const int64_t ox_hi = room < 0 ? ox_lo : std::max(ox_lo, std::min(out.w, room / sw_ + 1));
     int64_t r = r0;
     while (r < r0 + nr) {
       const int64_t ox0 = r % out.w, oy = (r / out.w) % out.h, b = r / (out.w * out.h);
@@ -289,17 +338,23 @@ class FConvOp : public Op {
           continue;
         }
         const float* row = x + (b * in_.h + iy) * in_.w * C;
-        for (int64_t p = 0; p < run; ++p, d += K_) {
-          const int64_t ix0 = (ox0 + p) * sw_ - pw_;
-          if (ix0 >= 0 && ix0 + kw_ <= in_.w) {
-            copy_floats(d, row + ix0 * C, seg);
+        const int64_t a = std::clamp(ox_lo, ox0, ox0 + run), e = std::clamp(ox_hi, ox0, ox0 + run);
+        for (int64_t ox = ox0; ox < ox0 + run; ++ox) {
+          if (ox == a && e > a) {  // the interior in one go
+            float* di = d + (a - ox0) * K_;
+            const float* si = row + (a * sw_ - pw_) * C;
+            if (copy_) copy_(di, K_, si, sw_ * C, e - a);
+            else copy_runs_any(di, K_, si, sw_ * C, e - a, seg);
+            ox = e - 1;
             continue;
           }
+          float* dd = d + (ox - ox0) * K_;
+          const int64_t ix0 = ox * sw_ - pw_;
           const int64_t lo = std::clamp<int64_t>(-ix0, 0, kw_);
           const int64_t hi = std::clamp<int64_t>(in_.w - ix0, lo, kw_);
-          for (int64_t j = 0; j < lo * C; ++j) d[j] = pad_;
-          copy_floats(d + lo * C, row + (ix0 + lo) * C, (hi - lo) * C);
-          for (int64_t j = hi * C; j < seg; ++j) d[j] = pad_;
+          for (int64_t j = 0; j < lo * C; ++j) dd[j] = pad_;
+          copy_floats(dd + lo * C, row + (ix0 + lo) * C, (hi - lo) * C);
+          for (int64_t j = hi * C; j < seg; ++j) dd[j] = pad_;
         }
       }
       r += run;
@@ -315,6 +370,7 @@ class FConvOp : public Op {
   std::vector<Step> prog_;
   fgemm_detail::GemmFn gemm_;
   std::unique_ptr<RowBits> bits_;
+  CopyRunsFn copy_ = nullptr;  // runs of kw*c floats, when that is 1..16
 };
 
 // ---- elementwise: one output program per pixel row -------------------------------------
@@ -346,24 +402,25 @@ class ToBitsOp : public Op {
     out = only_input(sp, vals, false);
     out.bits = true;
   }
+  static constexpr int64_t kRows = 256;  // rows per block
   std::vector<int64_t> temps(int64_t, int threads) const override {
-    return {bits_.thresholded() ? threads * out.c * 4 : 0};
+    return {threads * kRows * out.c * 4, threads * bits_.stream_words(kRows) * 8};
   }
   void run(Ctx& c) override {
     const int64_t rows = c.n * out.h * out.w, C = out.c, nw = out.words();
+    const int64_t blocks = (rows + kRows - 1) / kRows;
     const float* x = static_cast<const float*>(c.in[0]);
     uint64_t* y = static_cast<uint64_t*>(c.out);
     std::atomic<int> slot{0};
-    parallel_for(rows, threads_for(c.threads, rows * C, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
-      float* z = static_cast<float*>(c.tmp[0]);
-      if (z) z += slot.fetch_add(1) * C;
-      for (int64_t r = r0; r < r1; ++r) {
-        if (z) {
-          std::memcpy(z, x + r * C, static_cast<size_t>(C) * 4);
-          bits_.pack(z, y + r * nw);
-        } else {
-          bits_.pack(const_cast<float*>(x + r * C), y + r * nw);  // signs: the row is not written
-        }
+    parallel_for(blocks, threads_for(c.threads, rows * C, int64_t{1} << 16), [&](int64_t b0, int64_t b1) {
+      const int k = slot.fetch_add(1);
+      float* z = static_cast<float*>(c.tmp[0]) + k * kRows * C;
+      uint64_t* stream = static_cast<uint64_t*>(c.tmp[1]);
+      if (stream) stream += k * bits_.stream_words(kRows);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r0 = b * kRows, nr = std::min(kRows, rows - r0);
+        std::memcpy(z, x + r0 * C, static_cast<size_t>(nr * C) * 4);
+        bits_.pack(z, nr, y + r0 * nw, stream);
       }
     });
   }

@@ -34,8 +34,34 @@ class MaxPoolOp : public Op {
     out = in_;
     out.h = window_out(sp, in_.h, kh_, sh_, 0);
     out.w = window_out(sp, in_.w, kw_, sw_, 0);
+    if (sp.has("flip")) {  // bits of a decreasing threshold: max pools them as AND
+      if (!in_.bits) sp.fail("flip applies to bits");
+      const uint8_t* f = sp.a<uint8_t>("flip", 'b', in_.c);
+      flipw_.assign(static_cast<size_t>(in_.words()), 0);
+      for (int64_t o = 0; o < in_.c; ++o)
+        if (f[o]) flipw_[static_cast<size_t>(o / 64)] |= uint64_t{1} << (o % 64);
+    }
   }
   void run(Ctx& c) override {
+    if (in_.bits && !flipw_.empty()) {  // OR of (bits ^ flip), then ^ flip: AND where flipped
+      const uint64_t* x = static_cast<const uint64_t*>(c.in[0]);
+      uint64_t* y = static_cast<uint64_t*>(c.out);
+      const int64_t nw = in_.words();
+      for (int64_t r = 0; r < c.n * out.h; ++r) {
+        const int64_t b = r / out.h, oy = r % out.h;
+        for (int64_t ox = 0; ox < out.w; ++ox) {
+          uint64_t* o = y + (r * out.w + ox) * nw;
+          for (int64_t k = 0; k < nw; ++k) o[k] = 0;
+          for (int64_t i = 0; i < kh_; ++i)
+            for (int64_t j = 0; j < kw_; ++j) {
+              const uint64_t* t = x + ((b * in_.h + oy * sh_ + i) * in_.w + ox * sw_ + j) * nw;
+              for (int64_t k = 0; k < nw; ++k) o[k] |= t[k] ^ flipw_[static_cast<size_t>(k)];
+            }
+          for (int64_t k = 0; k < nw; ++k) o[k] ^= flipw_[static_cast<size_t>(k)];
+        }
+      }
+      return;
+    }
     if (in_.bits) {
       binary_maxpool2d(static_cast<const uint64_t*>(c.in[0]), c.n, in_.h, in_.w, in_.words(), kh_, kw_,
                        sh_, sw_, 0, 0, out.h, out.w, static_cast<uint64_t*>(c.out), c.threads);
@@ -67,6 +93,7 @@ class MaxPoolOp : public Op {
  private:
   Value in_;
   int64_t kh_, kw_, sh_, sw_;
+  std::vector<uint64_t> flipw_;
 };
 
 // torch AvgPool2d: window sum over the zero-padded input / window size (count_include_pad)

@@ -152,6 +152,7 @@ def lowbit_runner(path: str, threads: int = 1):
                                                  "file_bytes": os.path.getsize(path),
                                                  "weight_bytes": int(wb),
                                                  "kernel": bitconv.conv_kernel_name(),
+                                                 "executor": rt.executor,
                                                  "runtime": rt})
 
 
@@ -238,7 +239,8 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
             e.update(ops_lowbit if r.name == "lowbit" else ops_twin)
             if r.name == "lowbit":
                 e["kernel"] = r.info["kernel"]
-                if profile:
+                e["executor"] = r.info["executor"]
+                if profile:      # per-op wall time from the executor that ran (native: C++)
                     e["layers"] = r.info["runtime"].profile_ops(bench_x[:1], calls=10,
                                                                      normalized=True)
                 if want_acc:

@@ -146,23 +146,53 @@ class NativeGraph:
             return [(PRELU_S, {"s": float(wt[0])})] if wt.size == 1 else [(PRELU_C, {"v": wt})]
         return [(ACT_QUANT, {"s": float(F32(2 ** int(op["bits"]) - 1))})]
 
-    def _fuse_bits(self, end: str, i: int, attrs: dict) -> str:
+    def _sole_reader(self, value: str):
+        users = self.readers.get(value, [])
+        return users[0] if len(users) == 1 and users[0] >= 0 else None
+
+    def _fuse_bits(self, end: str, i: int, attrs: dict) -> tuple[str, dict | None]:
         """A float conv whose result is read only by a sign, or by a BatchNorm folded to a
-        threshold (read only by signs), emits those bits itself."""
-        users = self.readers.get(end, [])
-        if len(users) != 1 or users[0] < 0:
-            return end
-        j = users[0]
+        threshold (read only by signs), emits those bits itself; also through a max pool in
+        between: sign(BN(max x)) = OR of sign(BN(x)) where BN increases and AND where it
+        decreases (subtracting t and negating are monotone in float32, so this is exact), the
+        rewrite export does for integer accumulators.  Returns the value the conv's output now
+        stands for and the bits max pool to add after it (or None)."""
+        j, pool = self._sole_reader(end), None
+        if j is not None and self.rt.ops[j]["op"] == "maxpool2d":
+            k = self._sole_reader(self.rt.ops[j]["outputs"][0])
+            if k is not None and self._bits_reader(k):
+                pool, j = self.rt.ops[j], k
+        if j is None or not self._bits_reader(j):
+            return end, None
         op = self.rt.ops[j]
+        flip = None
         if op["op"] == "sign":
             attrs.update(bits_out=1)
-        elif op["op"] == "batchnorm" and j in self.rt._bn_sign:
+        else:
             t, s = self.rt._bn_sign[j]
             attrs.update(bits_out=1, t=_f32(t), s=_f32(s))
-        else:
-            return end
+            flip = (np.asarray(s) < 0).astype(np.uint8)
         self.fused[j] = i
-        return op["outputs"][0]
+        if pool is None:
+            return op["outputs"][0], None
+        self.fused[self.rt.ops.index(pool)] = i
+        (kh, kw), (sh, sw) = pool["kernel"], pool.get("stride") or pool["kernel"]
+        pattrs = dict(kh=kh, kw=kw, sh=sh, sw=sw)
+        if flip is not None and flip.any():
+            pattrs["flip"] = flip
+        return op["outputs"][0], pattrs
+
+    def _bits_reader(self, j: int) -> bool:
+        op = self.rt.ops[j]
+        return op["op"] == "sign" or (op["op"] == "batchnorm" and j in self.rt._bn_sign)
+
+    def _fconv(self, i: int, x: int, attrs: dict, steps: list) -> None:
+        """Adds a float conv (with its output program and fused bits / pool) for graph op i."""
+        end, pool = self._fuse_bits(self._fuse(i, steps), i, attrs)
+        vid = self._add("fconv", i, [x], dict(attrs, **self._program(steps)))
+        if pool is not None:
+            vid = self._add("maxpool", i, [vid], pool)
+        self._set(end, vid)
 
     @staticmethod
     def _program(steps: list) -> dict:
@@ -190,9 +220,7 @@ class NativeGraph:
                             op.get("stride", 1) if not dense else 1, op.get("padding", 0) if not dense else 0)
             attrs = dict(geo, pad=0.0, oc=int(wt.shape[1] if not dense else wt.shape[0]),
                          b_trans=int(dense), weight=wt, path=self.path)
-            end = self._fuse_bits(self._fuse(i, steps), i, attrs)
-            self._set(end, self._add("fconv", i, [x], dict(attrs, **self._program(steps))))
-            return
+            return self._fconv(i, x, attrs, steps)
         if kind in _ELEMENTWISE:
             if kind == "batchnorm" and i in rt._bn_sign:
                 t, s = rt._bn_sign[i]
@@ -261,9 +289,7 @@ class NativeGraph:
             if layer.integer_acc:
                 steps.append((ROUND, {}))
             self._float_stage(layer, steps)
-            end = self._fuse_bits(self._fuse(i, steps), i, attrs)
-            self._set(end, self._add("fconv", i, [x], dict(attrs, **self._program(steps))))
-            return
+            return self._fconv(i, x, attrs, steps)
         pw = layer.pw
         attrs = dict(path=pw.path, variant=pw.variant, oc=pw.oc, c=pw.c, kh=pw.kh, kw=pw.kw,
                      w_bits=pw.w_bits, packed=pw.packed, w_pop=pw.w_pop,
