@@ -169,6 +169,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when torch sees it, else CPU")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--dsd", default=None, metavar="SPARSITY",
+                   help="Dense-Sparse-Dense training (Han et al. 2017): dense for the first third "
+                        "of the epochs, pruned to SPARSITY (0.5, or per layer fc1=0.6,conv=0.3) "
+                        "for the second, dense again for the last; float layers only")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint (torch) or of a model file "
@@ -209,7 +213,7 @@ def _train(args: argparse.Namespace) -> int:
                  device=args.device, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
                  val_size=args.val_size, overwrite=args.overwrite, model_args=args.model_arg,
                  model_kwargs={"bits": args.bits} if args.bits is not None else None,
-                 input_size=args.input_size)
+                 input_size=args.input_size, dsd=args.dsd)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -288,7 +292,33 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--data", default=None, help="default: the data the checkpoint was trained "
                    "on (recorded by lowbit train), else fashion-mnist. " + DATA_HELP)
+    p.add_argument("--low-rank", metavar="SPEC", default=None,
+                   help="low-rank approximation first (energy=0.9 | ratio=4 | rank=16, "
+                        "optionally ,conv=tucker|spatial ,layers=fc1+conv2; see lowbit lowrank), "
+                        "fine-tuned, then pruning / sharing of the factors; layer specs naming a "
+                        "decomposed layer apply to its factors")
+    p.add_argument("--low-rank-epochs", type=nonneg_int, default=2,
+                   help="fine-tuning epochs after the decomposition (lr: --lr-prune)")
     p.set_defaults(func=_compress)
+
+    p = sub.add_parser("lowrank", help="low-rank approximation (truncated SVD of dense layers, "
+                                        "Tucker-2 or spatial k x 1 + 1 x k convs) of a float "
+                                        "checkpoint, fine-tuned, into a model file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a float training checkpoint")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the model file to write")
+    p.add_argument("--rank", default="energy=0.9", metavar="SPEC",
+                   help="energy=E (keep E of the squared singular values) | ratio=K (factors "
+                        "1/K of each layer's weights) | rank=N; optionally ,conv=tucker|spatial "
+                        "and ,layers=fc1+conv2 (default: every conv / dense layer with >= 1000 "
+                        "weights except the last)")
+    p.add_argument("--epochs", type=nonneg_int, default=2, help="fine-tuning epochs")
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (Adam, cosine)")
+    p.add_argument("--json", metavar="REPORT", help="write the report here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--data", default=None, help="default: the data the checkpoint was trained "
+                   "on. " + DATA_HELP)
+    p.set_defaults(func=_lowrank)
 
 
 def _compress(args: argparse.Namespace) -> int:
@@ -311,7 +341,18 @@ def _compress(args: argparse.Namespace) -> int:
                lr_prune=args.lr_prune, lr_share=args.lr_share, init=args.init,
                codebook_dtype=args.codebook_dtype, bias_dtype=args.bias_dtype,
                sensitivity=args.sensitivity, seed=args.seed, threads=args.threads,
-               data=args.data, file_accuracy=file_accuracy)
+               data=args.data, file_accuracy=file_accuracy, low_rank=args.low_rank,
+               low_rank_epochs=args.low_rank_epochs)
+
+
+def _lowrank(args: argparse.Namespace) -> int:
+    if torch_missing():
+        return fail("lowrank", TORCH_HINT)
+    from lowbit.runtime.evaluate import file_accuracy
+    from lowbit.train.lowrank import main as run
+    return run(args.checkpoint, args.output, args.rank, json_path=args.json,
+               file_accuracy=file_accuracy, epochs=args.epochs, lr=args.lr, seed=args.seed,
+               threads=args.threads, data=args.data)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

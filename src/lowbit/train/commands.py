@@ -141,13 +141,14 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
           batch_size: int | None = None, threads: int | None = None,
           val_size: int | None = None, overwrite: bool = False, progress: bool = True,
           model_kwargs: dict | None = None, model_args=(),
-          input_size: tuple[int, int, int] | None = None) -> int:
+          input_size: tuple[int, int, int] | None = None, dsd: str | None = None) -> int:
     """Train ``model`` (a registry name or ``package.module:function``) on the training split
     minus ``val_size`` validation images (default min(5000, 10%)), report the test accuracy,
     and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
     ``model_args``: ``[(key, "value")]`` typed by the builder's signature; ``model_kwargs``
     (already typed, e.g. ``{"bits": "1,2,6"}``) are checked against it too.  ``input_size``
-    (C, H, W): default the data's; image folders are resized to it."""
+    (C, H, W): default the data's; image folders are resized to it.  ``dsd``: a sparsity (or
+    layer spec) for Dense-Sparse-Dense training (``lowbit.train.dsdtrain``)."""
     from lowbit.cliargs import check_out_dir
     check_out_dir(out)
     kwargs = builder_kwargs(model, model_args, model_kwargs)
@@ -170,10 +171,20 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     tr, va = train_val_split(images, labels, val_size=val_size, seed=split_seed)
     settings = {} if saved is not None else {
         "input_shape": list(shape), "data": os.path.abspath(root) if root else "fashion-mnist"}
+    dsd = dsd if dsd is not None or saved is None else saved.get("dsd")
+    fit_model, sched = model, None
+    if dsd is not None:                       # Dense-Sparse-Dense: one run, three phases
+        from .dsdtrain import detach, prepare
+        fit_model, sched, epochs = prepare(model, kwargs, dsd, epochs, seed,
+                                           ckpt_file if saved is not None else None)
+        settings["dsd"] = str(dsd)
     t0 = time.perf_counter()
-    result = fit(model, tr, va if val_size else None, epochs=epochs, lr=lr,
+    result = fit(fit_model, tr, va if val_size else None, epochs=epochs, lr=lr,
                  batch_size=batch_size, seed=seed, device=device, out_dir=out, resume=resume,
-                 overwrite=overwrite, progress=progress, kwargs=kwargs, **settings)
+                 overwrite=overwrite, progress=progress, kwargs=kwargs, name=model,
+                 on_epoch_end=sched.on_epoch_end if sched is not None else None, **settings)
+    if sched is not None:
+        detach(result.model)
     wall = time.perf_counter() - t0
     acc = evaluate(result.model, test_images, test_labels)
     dev = resolve_device(device)
@@ -188,6 +199,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
         "macs": summary_.macs, "input_shape": list(shape), "config": result.config,
         "command": "lowbit " + " ".join(sys.argv[1:]), "checkpoint": str(result.checkpoint),
     }
+    if sched is not None:
+        info["dsd"] = sched.summary(result.config["epochs"])
     (Path(out) / "result.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     print(f"{model}: test accuracy {acc:.2%} on {len(test_labels)} images after "
           f"{result.config['epochs']} epochs ({wall:.0f} s this run, {_device_name(dev)})")

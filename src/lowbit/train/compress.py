@@ -90,6 +90,8 @@ class Options:
     max_test: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)
+    low_rank: str | None = None        # low-rank first (lowbit.train.lowrank spec), then P/Q/H
+    low_rank_epochs: int = 2           # fine-tuning epochs after the decomposition
 
 
 def parse_spec(text: str | None) -> dict[str, str]:
@@ -182,6 +184,9 @@ class _Job:
     targets: dict
     bits: dict
     ibits: dict
+    low_rank: dict | None = None       # per-layer plans of lowrank.decompose
+    fp32_bytes: int | None = None      # of the model as loaded (before any decomposition)
+    acc_float: float | None = None     # of the model as loaded, when it was decomposed
 
     def acc(self, model: nn.Module | None = None) -> float:
         return evaluate(model or self.model, *self.test, normalization=self.model.normalization)
@@ -208,11 +213,20 @@ def _prepare(checkpoint: str, opts: Options) -> _Job:
         train = subset(*train, min(opts.max_train, len(train[1])), seed=opts.seed)
     if opts.max_test:
         test_x, test_y = subset(test_x, test_y, min(opts.max_test, len(test_y)), seed=opts.seed)
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    plans = acc0 = None
+    if opts.low_rank:              # low-rank first: the layer specs then name the factors
+        from . import lowrank
+        acc0 = evaluate(model, test_x, test_y, normalization=model.normalization)
+        plans = lowrank.decompose(model, opts.low_rank)
     layers = prune.layers(model)
     names = list(layers)
     preset = PRESETS.get(meta["model"]["name"]) or generic_preset(names)
     opts = replace(opts, data=root,
                    **{k: v for k, v in preset.items() if getattr(opts, k) is None})
+    if plans is not None:
+        opts = replace(opts, **{k: lowrank.expand_layer_spec(getattr(opts, k), plans)
+                                for k in ("prune", "bits", "index_bits")})
     for key in ("codebook_dtype", "bias_dtype"):
         if getattr(opts, key) not in ("f4", "f2"):
             raise ValueError(f"{key}: expected 'f4' or 'f2', got {getattr(opts, key)!r}")
@@ -228,7 +242,8 @@ def _prepare(checkpoint: str, opts: Options) -> _Job:
     missing = [n for n in names if n not in ibits]
     if missing:
         raise ValueError(f"--index-bits: no value for layer(s) {missing}")
-    return _Job(model, meta, opts, train, (test_x, test_y), layers, targets, bits, ibits)
+    return _Job(model, meta, opts, train, (test_x, test_y), layers, targets, bits, ibits,
+                plans, fp32_bytes, acc0)
 
 
 def _sensitivity(job: _Job, name: str) -> dict:
@@ -327,12 +342,26 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None,
     job = _prepare(checkpoint, opts)
     opts, model, name = job.opts, job.model, job.meta["model"]["name"]
     names = list(job.layers)
-    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
-    acc_float = job.acc()
+    fp32_bytes = job.fp32_bytes or 4 * sum(p.numel() for p in model.parameters())
+    acc_float = job.acc() if job.acc_float is None else job.acc_float
     _log(opts, f"{name}: float test accuracy {acc_float:.2%}; {fp32_bytes:,} fp32 bytes")
+    low_rank = None
+    if job.low_rank is not None:          # fine-tune the factors before pruning them
+        t0 = time.perf_counter()
+        acc_dec = job.acc()
+        if opts.low_rank_epochs > 0:
+            job.retrain(opts.low_rank_epochs, opts.lr_prune, opts.seed + 50)
+        low_rank = {"spec": opts.low_rank, "layers": job.low_rank, "acc_decomposed": acc_dec,
+                    "acc_tuned": job.acc(), "epochs": opts.low_rank_epochs,
+                    "params": sum(p.numel() for p in model.parameters())}
+        times["low_rank"] = time.perf_counter() - t0
+        _log(opts, f"low-rank {opts.low_rank}: {low_rank['params']:,} parameters, test accuracy "
+                   f"{acc_dec:.2%} decomposed, {low_rank['acc_tuned']:.2%} fine-tuned")
     graph = build_graph(model, model.normalization.to_dict(), job.meta["input_shape"])[0]
     file_meta = {"model": job.meta["model"], "pipeline": "deep-compression",
                  "acc_float": round(acc_float, 6)}
+    if opts.low_rank:
+        file_meta["low_rank"] = opts.low_rank
     report_sens = None
     if opts.sensitivity:
         t0 = time.perf_counter()
@@ -374,7 +403,7 @@ def run(checkpoint: str, out: str, opts: Options, json_path: str | None = None,
         "index_bits": job.ibits, "options": asdict(opts), "seconds": times,
         "wall_seconds": time.perf_counter() - t_start,
         "threads": torch.get_num_threads(), "command": "lowbit " + " ".join(sys.argv[1:]),
-        "sensitivity": report_sens,
+        "sensitivity": report_sens, "low_rank": low_rank,
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -80,9 +80,15 @@ def format_report(r: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(f"{'stage':<16}{'file bytes':>12}{'ratio':>9}{'test acc':>10}")
     st = r["stages"]
-    for label, key, acc in (("float (fp32)", None, r["acc_float"]),
-                            ("P", "p", r["acc_pruned"]), ("P+Q", "pq", r["acc_compressed"]),
-                            ("P+Q+H", "pqh", r["acc_compressed"])):
+    lr = r.get("low_rank")
+    if lr:
+        lines.append(f"{'float (fp32)':<16}{r['fp32_bytes']:>12,}{1:>8.1f}x{r['acc_float']:>10.2%}")
+        lines.append(f"{'low-rank (fp32)':<16}{4 * lr['params']:>12,}"
+                     f"{r['fp32_bytes'] / (4 * lr['params']):>8.1f}x{lr['acc_tuned']:>10.2%}"
+                     f"  ({lr['spec']}, {lr['epochs']} epoch(s) fine-tuned)")
+    rows = [] if lr else [("float (fp32)", None, r["acc_float"])]
+    for label, key, acc in rows + [("P", "p", r["acc_pruned"]), ("P+Q", "pq", r["acc_compressed"]),
+                                   ("P+Q+H", "pqh", r["acc_compressed"])]:
         nbytes = r["fp32_bytes"] if key is None else st[key]["file_bytes"]
         lines.append(f"{label:<16}{nbytes:>12,}{r['fp32_bytes'] / nbytes:>8.1f}x{acc:>10.2%}")
     lines.append(f"written: {r['out']} ({r['file_bytes']:,} bytes, "

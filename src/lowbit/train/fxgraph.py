@@ -7,6 +7,7 @@ the fx nodes, the tensors after the model's ``state_dict`` keys.  What maps to w
 
     modules    QuantConv2d / QuantLinear -> qconv2d / qdense (``export.qlayer_op``),
                Conv2d -> conv2d, Linear -> dense, BatchNorm1d/2d -> batchnorm,
+               ShiftBatchNorm1d/2d -> batchnorm (power-of-two weight, lowbit.train.sbn),
                MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1) -> global_avgpool,
                Upsample(nearest, integer scale) -> upsample, ReLU, ReLU6 / Hardtanh ->
                hardtanh, PReLU, Flatten, ste_sign -> sign, dorefa_act -> act_quant;
@@ -30,11 +31,12 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from . import quantizers as Q
 from .layers import QuantMixin
+from .sbn import ShiftBatchNorm
 
 __all__ = ["ExportError", "Traced", "trace", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
 
 SUPPORTED_MODULES = ("QuantConv2d", "QuantLinear", "Conv2d", "Linear", "BatchNorm1d",
-                     "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d(1)",
+                     "BatchNorm2d", "ShiftBatchNorm1d/2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d(1)",
                      "Upsample(nearest)", "ReLU", "ReLU6", "Hardtanh", "PReLU", "Flatten",
                      "ste_sign", "dorefa_act", "Dropout", "Identity", "dorefa_grad")
 SUPPORTED_FUNCTIONS = ("+", "torch.add", "torch.cat(dim=1)", "relu", "hardtanh", "clamp",
@@ -48,7 +50,8 @@ class ExportError(ValueError):
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (QuantMixin, Q.Quantizer)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (QuantMixin, Q.Quantizer, ShiftBatchNorm)) \
+            or super().is_leaf_module(m, qualname)
 
 
 def _where_in_user_code(e: BaseException) -> str:

@@ -11,6 +11,7 @@ from torch import fx, nn
 from . import quantizers as Q
 from .fxgraph import ExportError, Traced, _pair, _refuse
 from .layers import QuantMixin
+from .sbn import EXPORT_EPS, ShiftBatchNorm
 
 __all__ = ["module_op", "function_op"]
 
@@ -73,6 +74,13 @@ def module_op(t: Traced, node: fx.Node, m: nn.Module) -> None:
                               f"flatten to (N, features) first")
         t.emit(node, "dense", [x], weight=t.param(f"{name}.weight", m.weight),
                bias=t.param(f"{name}.bias", m.bias) if m.bias is not None else None)
+    elif isinstance(m, ShiftBatchNorm):
+        # inference SBN = ordinary BN with power-of-two weight, var 1 - eps (lowbit.train.sbn):
+        # the module's eval forward is this very batchnorm, so the runtime equals torch
+        t.emit(node, "batchnorm", [x], gamma=t.param(f"{name}.scale", m.inference_scale()),
+               beta=t.param(f"{name}.bias", m.bias),
+               mean=t.param(f"{name}.running_mean", m.running_mean),
+               var=t.param(f"{name}.unit_var", m.unit_var()), eps=float(EXPORT_EPS))
     elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if m.running_mean is None or not m.affine:
             raise ExportError(f"export: batchnorm {name!r}: needs running statistics and "

@@ -26,6 +26,8 @@ dorefa-lenet5 bits="W,A,G"        conv1 float, bn1, pool1, conv2 (W-bit w, A-bit
                                   bn2, pool2, flatten, fc1 (W, A), grad3, bn3, fc2 float (A in)
 bnn-vgg-small                     conv1 float 64@3x3; bin 64, pool; bin 128, bin 128, pool;
                                   bin 256, bin 256, pool (7->3); fc1 bin 2304-512; fc2 512-10
+BNN recipes and the Bi-Real ResNets take ``bn="batch"`` (default) or ``bn="shift"``:
+shift-based BatchNorm (BNN paper, Algorithm 3; :mod:`lowbit.train.sbn`) in every BN position.
 "XNOR" = ``xnor_sign`` input (K scaling) + ``bwn`` weights; "bin" = ``ste_sign`` input and
 weights (latent weights clipped to [-1, 1]); binary-input convs pad with -1.
 """
@@ -38,6 +40,7 @@ from torch import nn
 from . import quantizers as Q
 from .layers import QuantConv2d, QuantLinear
 from .registry import register
+from .sbn import make_bn
 
 __all__ = ["bnn_mlp", "bnn_lenet5", "xnor_lenet5", "bwn_lenet5", "twn_lenet5", "dorefa_lenet5",
            "bnn_vgg_small", "parse_bits"]
@@ -63,42 +66,46 @@ def _act(activation: str):
 
 @register("bnn-mlp", epochs=3, lr=3e-3, **_BNN)
 def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
-            activation: str = "ste_sign", num_classes: int = 10) -> nn.Module:
+            activation: str = "ste_sign", num_classes: int = 10, bn: str = "batch") -> nn.Module:
     """BNN MLP (Hubara et al. 2016, the MNIST net scaled to 3x1024): binary hidden layers, BN
-    after every layer, sign activations; first layer float (or 8-bit bit-plane), last float."""
+    after every layer, sign activations; first layer float (or 8-bit bit-plane), last float.
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    bn1d, _ = make_bn(bn)
     mods = OrderedDict(flatten=nn.Flatten())
     mods["fc1"] = _first(first_layer, lambda: QuantLinear(784, hidden, bias=False),
                          lambda: QuantLinear(784, hidden, bias=False, input_quantizer="uint8",
                                              weight_quantizer="ste_sign"))
-    mods["bn1"] = nn.BatchNorm1d(hidden)
+    mods["bn1"] = bn1d(hidden)
     for k in range(2, layers + 1):
         mods[f"fc{k}"] = QuantLinear(hidden, hidden, bias=False, input_quantizer=_act(activation),
                                      weight_quantizer="ste_sign")
-        mods[f"bn{k}"] = nn.BatchNorm1d(hidden)
+        mods[f"bn{k}"] = bn1d(hidden)
     k = layers + 1
     mods[f"fc{k}"] = QuantLinear(hidden, num_classes, bias=False, input_quantizer=_act(activation))
-    mods[f"bn{k}"] = nn.BatchNorm1d(num_classes)
+    mods[f"bn{k}"] = bn1d(num_classes)
     return nn.Sequential(mods)
 
 
 @register("bnn-lenet5", epochs=8, lr=1e-2, **_BNN)
 def bnn_lenet5(width: float = 1.0, first_layer: str = "float", activation: str = "ste_sign",
-               num_classes: int = 10) -> nn.Module:
-    """BNN LeNet-5 (Caffe shape, channels x ``width``): conv -> pool -> BN -> sign blocks."""
+               num_classes: int = 10, bn: str = "batch") -> nn.Module:
+    """BNN LeNet-5 (Caffe shape, channels x ``width``): conv -> pool -> BN -> sign blocks.
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    bn1d, bn2d = make_bn(bn)
     c1, c2, f1 = round(20 * width), round(50 * width), round(500 * width)
     conv1 = _first(first_layer, lambda: QuantConv2d(1, c1, 5, bias=False),
                    lambda: QuantConv2d(1, c1, 5, bias=False, input_quantizer="uint8",
                                        weight_quantizer="ste_sign"))
     return nn.Sequential(OrderedDict([
-        ("conv1", conv1), ("pool1", nn.MaxPool2d(2)), ("bn1", nn.BatchNorm2d(c1)),
+        ("conv1", conv1), ("pool1", nn.MaxPool2d(2)), ("bn1", bn2d(c1)),
         ("conv2", QuantConv2d(c1, c2, 5, bias=False, input_quantizer=_act(activation),
                               weight_quantizer="ste_sign")),
-        ("pool2", nn.MaxPool2d(2)), ("bn2", nn.BatchNorm2d(c2)), ("flatten", nn.Flatten()),
+        ("pool2", nn.MaxPool2d(2)), ("bn2", bn2d(c2)), ("flatten", nn.Flatten()),
         ("fc1", QuantLinear(c2 * 16, f1, bias=False, input_quantizer=_act(activation),
                             weight_quantizer="ste_sign")),
-        ("bn3", nn.BatchNorm1d(f1)),
+        ("bn3", bn1d(f1)),
         ("fc2", QuantLinear(f1, num_classes, bias=False, input_quantizer=_act(activation))),
-        ("bn4", nn.BatchNorm1d(num_classes)),
+        ("bn4", bn1d(num_classes)),
     ]))
 
 
@@ -197,27 +204,30 @@ def dorefa_lenet5(bits="1,2,6", num_classes: int = 10) -> nn.Module:
 
 
 @register("bnn-vgg-small", epochs=1, lr=1e-2, **_BNN)
-def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: int = 10) -> nn.Module:
+def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: int = 10,
+                  bn: str = "batch") -> nn.Module:
     """Binary VGG-small for 28x28 (BNN): 64-64-pool-128-128-pool-256-256-pool (3x3 convs,
     padding 1 -- binary convs pad with -1), fc 2304-512 binary, fc 512-10 float weights; each
-    conv -> [pool] -> BN -> sign.  Conv-heavy (~0.12 GMAC per image): the speed-work model."""
+    conv -> [pool] -> BN -> sign.  Conv-heavy (~0.12 GMAC per image): the speed-work model.
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    bn1d, bn2d = make_bn(bn)
     c = [round(v * width) for v in (64, 64, 128, 128, 256, 256)]
     f1 = round(512 * width)
     mods = OrderedDict()
     mods["conv1"] = _first(first_layer, lambda: QuantConv2d(1, c[0], 3, padding=1, bias=False),
                            lambda: QuantConv2d(1, c[0], 3, padding=1, bias=False,
                                                input_quantizer="uint8", weight_quantizer="ste_sign"))
-    mods["bn1"] = nn.BatchNorm2d(c[0])
+    mods["bn1"] = bn2d(c[0])
     for i in range(1, 6):
         mods[f"conv{i + 1}"] = QuantConv2d(c[i - 1], c[i], 3, padding=1, bias=False,
                                            input_quantizer="ste_sign", weight_quantizer="ste_sign")
         if i in (1, 3, 5):
             mods[f"pool{i + 1}"] = nn.MaxPool2d(2)
-        mods[f"bn{i + 1}"] = nn.BatchNorm2d(c[i])
+        mods[f"bn{i + 1}"] = bn2d(c[i])
     mods["flatten"] = nn.Flatten()
     mods["fc1"] = QuantLinear(c[5] * 9, f1, bias=False, input_quantizer="ste_sign",
                               weight_quantizer="ste_sign")
-    mods["bn7"] = nn.BatchNorm1d(f1)
+    mods["bn7"] = bn1d(f1)
     mods["fc2"] = QuantLinear(f1, num_classes, bias=False, input_quantizer="ste_sign")
-    mods["bn8"] = nn.BatchNorm1d(num_classes)
+    mods["bn8"] = bn1d(num_classes)
     return nn.Sequential(mods)

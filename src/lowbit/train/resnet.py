@@ -26,7 +26,8 @@ Keyword arguments: ``width`` (channels of the first stage; stage i has ``width *
 3 stages; the first block of every stage after the first downsamples), ``in_channels``
 (1 for Fashion-MNIST, 3 for RGB such as 3x32x32 CIFAR images: the network is fully
 convolutional up to the global pool, so any input size works), ``num_classes``,
-``shortcut``, ``head`` (``"relu"`` or ``"none"``: what precedes the global pool), ``act``
+``shortcut``, ``head`` (``"relu"`` or ``"none"``: what precedes the global pool), ``bn``
+(``"batch"``, or ``"shift"``: the BNN paper's shift-based BatchNorm, lowbit.train.sbn), ``act``
 (``"none"``, Bi-Real's; or ``"prelu"``: a per-channel nn.PReLU after each block's sum, in
 ReActNet's spirit -- no measurable gain in a 6-epoch pilot on 10 000 images, 87.25% vs 87.15%,
 so not the default).
@@ -55,6 +56,7 @@ from torch import fx, nn
 
 from .layers import QuantConv2d, QuantMixin
 from .registry import register
+from .sbn import make_bn
 
 __all__ = ["BiRealBlock", "BiRealNet", "bireal_resnet", "bireal_plain", "parse_blocks",
            "trace", "LeafTracer"]
@@ -92,21 +94,22 @@ class BiRealBlock(nn.Module):
     ``cin -> cout`` and the shortcut is AvgPool2d(2) -> float 1x1 conv -> BN."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1, shortcut: bool = True,
-                 act: str = "none"):
+                 act: str = "none", bn: str = "batch"):
         super().__init__()
+        bn2d = make_bn(bn)[1]
         if stride not in (1, 2):
             raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
         if stride == 1 and cin != cout:
             raise ValueError("a stride-1 block keeps its channels")
         self.conv = binary_conv3x3(cin, cout, stride)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn = bn2d(cout)
         self.shortcut = bool(shortcut)
         self.downsample = None
         if shortcut and stride == 2:
             self.downsample = nn.Sequential(OrderedDict([
                 ("pool", nn.AvgPool2d(2)),
                 ("conv", nn.Conv2d(cin, cout, 1, bias=False)),
-                ("bn", nn.BatchNorm2d(cout))]))
+                ("bn", bn2d(cout))]))
         if act not in ("none", "prelu"):
             raise ValueError(f"act: expected 'none' or 'prelu', got {act!r}")
         self.act = nn.PReLU(cout, init=0.25) if act == "prelu" else None
@@ -130,8 +133,9 @@ class BiRealNet(nn.Module):
 
     def __init__(self, width: int = 48, blocks=(2, 2, 2), in_channels: int = 1,
                  num_classes: int = 10, shortcut: bool = True, head: str = "relu",
-                 act: str = "none"):
+                 act: str = "none", bn: str = "batch"):
         super().__init__()
+        bn2d = make_bn(bn)[1]
         blocks = parse_blocks(blocks)
         width, in_channels = int(width), int(in_channels)
         if width < 1 or in_channels < 1 or int(num_classes) < 1:
@@ -139,7 +143,7 @@ class BiRealNet(nn.Module):
         if head not in ("relu", "none"):
             raise ValueError(f"head: expected 'relu' or 'none', got {head!r}")
         self.conv0 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(width)
+        self.bn0 = bn2d(width)
         layers: list[tuple[str, nn.Module]] = []
         c = width
         for s, n in enumerate(blocks):
@@ -147,7 +151,7 @@ class BiRealNet(nn.Module):
                 down = s > 0 and b == 0
                 cout = c * 2 if down else c
                 layers.append((f"s{s + 1}b{b + 1}",
-                               BiRealBlock(c, cout, 2 if down else 1, shortcut, act)))
+                               BiRealBlock(c, cout, 2 if down else 1, shortcut, act, bn)))
                 c = cout
         self.blocks = nn.Sequential(OrderedDict(layers))
         self.relu = nn.ReLU() if head == "relu" else None
@@ -164,22 +168,24 @@ class BiRealNet(nn.Module):
 
 @register("bireal-resnet", **_DEFAULTS)
 def bireal_resnet(width: int = 48, blocks="2,2,2", in_channels: int = 1, num_classes: int = 10,
-                  shortcut: bool = True, head: str = "relu", act: str = "none") -> nn.Module:
+                  shortcut: bool = True, head: str = "relu", act: str = "none",
+                  bn: str = "batch") -> nn.Module:
     """Bi-Real-Net-style binary ResNet (Liu et al. 2018): float stem conv+BN, then blocks
     y = BN(BinConv3x3(sign(x))) + x with a real shortcut around every binary conv; stride-2
     blocks double the channels with an AvgPool2d(2) -> float 1x1 conv -> BN shortcut; global
     average pool and a float linear.  ``width`` (48), ``blocks`` per stage ("2,2,2"),
-    ``in_channels`` (1; 3 for RGB 3x32x32), ``shortcut=False`` = the plain chain."""
-    return BiRealNet(width, blocks, in_channels, num_classes, shortcut, head, act)
+    ``in_channels`` (1; 3 for RGB 3x32x32), ``shortcut=False`` = the plain chain;
+    ``bn="shift"``: shift-based BatchNorm everywhere (lowbit.train.sbn)."""
+    return BiRealNet(width, blocks, in_channels, num_classes, shortcut, head, act, bn)
 
 
 @register("bireal-plain", **_DEFAULTS)
 def bireal_plain(width: int = 48, blocks="2,2,2", in_channels: int = 1, num_classes: int = 10,
-                 head: str = "relu", act: str = "none") -> nn.Module:
+                 head: str = "relu", act: str = "none", bn: str = "batch") -> nn.Module:
     """bireal-resnet without its shortcuts (y = BN(BinConv3x3(sign(x))) in every block, the
     stride-2 blocks without their 1x1 shortcut): a plain binary chain of the same width and
     depth, to measure what the real-valued shortcuts buy."""
-    return BiRealNet(width, blocks, in_channels, num_classes, False, head, act)
+    return BiRealNet(width, blocks, in_channels, num_classes, False, head, act, bn)
 
 
 class LeafTracer(fx.Tracer):
