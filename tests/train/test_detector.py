@@ -285,12 +285,31 @@ def test_detection_metrics_by_hand():
 
 
 # -- training -----------------------------------------------------------------------------------
+def test_augmentation_moves_pixels_and_boxes_together():
+    from lowbit.train.detect_fit import _augment
+    x = torch.zeros(3, 1, 16, 24)
+    x[:, :, 4:8, 2:6] = 1.0                                     # the object of every image
+    boxes = [np.array([[2, 4, 6, 8]], np.float32)] * 3
+    flips = np.array([True, False, False])
+    shifts = np.array([[0, 0], [5, -2], [-4, 0]])                # (dx, dy)
+    y, b = _augment(x, boxes, flips, shifts)
+    for i in range(3):
+        x1, y1, x2, y2 = b[i][0].astype(int)
+        assert y[i, 0].sum() == (x2 - x1) * (y2 - y1) == y[i, 0, y1:y2, x1:x2].sum()
+    np.testing.assert_array_equal(b[0], [[18, 4, 22, 8]])
+    np.testing.assert_array_equal(b[1], [[7, 2, 11, 6]])
+    np.testing.assert_array_equal(b[2], [[0, 4, 2, 8]])       # half of it is left: kept
+    _, b = _augment(x, boxes, None, np.array([[-5, 0]] * 3))
+    assert (b[0] == 0).all()                                     # a quarter left: dropped
+    assert boxes[0].tolist() == [[2, 4, 6, 8]]                   # inputs untouched
+
+
 class Killed(Exception):
     pass
 
 
 TINY = dict(model="bnn", model_args=dict(width=8), epochs=2, batch_size=8, lr=3e-3,
-            progress=False)
+            shift=0.1, progress=False)
 
 
 def _states_equal(a, b):

@@ -2,8 +2,9 @@
 
 ``fit_detector(train, val)`` is :func:`lowbit.train.loop.fit` for detection: seeded; Adam with a
 per-step cosine schedule; uint8 images normalised per channel (``Normalization.from_images`` of
-the training images, through the same look-up tables as the runtime); optional horizontal flips
-(boxes flipped with them; which images flip is a pure function of (seed, epoch, index)); the
+the training images, through the same look-up tables as the runtime); cheap augmentation --
+horizontal flips (``flip``, on by default) and translations by up to ``shift`` of the image size
+(off by default), boxes moved with the pixels, drawn as a pure function of (seed, epoch); the
 :mod:`lowbit.train.detect_loss` loss; latent weights clipped after every step (``post_step``);
 a checkpoint written atomically after every epoch (model, optimizer, schedule, RNG states,
 epoch, config with backbone / channels / classes / stride / input shape, normalisation), from
@@ -47,7 +48,8 @@ __all__ = ["DEFAULTS", "DetectFitResult", "fit_detector", "evaluate_detector",
            "export_detector", "train_command", "load_data", "CHECKPOINT", "MODEL_FILE"]
 
 DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
-                            "flip": True, "seed": 0, "optimizer": "adam", "schedule": "cosine"}
+                            "flip": True, "shift": 0.0, "seed": 0, "optimizer": "adam",
+                            "schedule": "cosine"}
 CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
 
 
@@ -81,14 +83,31 @@ def _data(data, what: str) -> SimpleNamespace:
                            names=list(names) if names is not None else None)
 
 
-def _flip_boxes(b: np.ndarray, width: int) -> np.ndarray:
-    return np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1) if len(b) else b
+def _augment(x: torch.Tensor, boxes: list, flips, shifts) -> tuple[torch.Tensor, list]:
+    """Horizontal flips (bool (B,) or None) and translations (int (B, 2) pixels dx, dy, or
+    None) of a normalised batch (B, C, H, W) and its boxes.  Uncovered pixels get 0 (the
+    channel mean); a box keeps its clipped part when that is at least half of it."""
+    B, _, H, W = x.shape
+    boxes = [b.copy() for b in boxes]
+    if flips is not None and flips.any():
+        x = torch.where(torch.from_numpy(flips).to(x.device)[:, None, None, None], x.flip(-1), x)
+        for i in np.flatnonzero(flips):
+            boxes[i] = np.stack([W - boxes[i][:, 2], boxes[i][:, 1], W - boxes[i][:, 0],
+                                 boxes[i][:, 3]], 1)
+    if shifts is None or not shifts.any():
+        return x, boxes
+    y = torch.zeros_like(x)
+    for i, (dx, dy) in enumerate(shifts.tolist()):
+        y[i, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] = \
+            x[i, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
+        b = boxes[i] + np.array([dx, dy, dx, dy], np.float32)
+        c = np.clip(b, 0, [W, H, W, H]).astype(np.float32)
+        area = lambda v: (v[:, 2] - v[:, 0]) * (v[:, 3] - v[:, 1])  # noqa: E731
+        boxes[i] = np.where((area(c) >= 0.5 * area(b))[:, None], c, 0 * c)   # dropped: no area
+    return y, boxes
 
 
-def _targets(d, idx, flips, grid, stride, k, device) -> dict:
-    width = d.images.shape[3]
-    boxes = [_flip_boxes(d.boxes[j], width) if flips is not None and flips[j] else d.boxes[j]
-             for j in idx]
+def _targets(d, idx, boxes, grid, stride, k, device) -> dict:
     t = make_targets(boxes, [d.classes[j] for j in idx], k, grid, stride)
     return {key: torch.from_numpy(v).to(device) for key, v in t.items()}
 
@@ -107,7 +126,7 @@ def evaluate_detector(model: nn.Module, data, normalization: Normalization, stri
         for s in range(0, len(d.images), batch_size):
             idx = list(range(s, min(s + batch_size, len(d.images))))
             out = model(images.batch(torch.tensor(idx, device=dev))[0])
-            t = _targets(d, idx, None, grid, stride, out[0].shape[1], dev)
+            t = _targets(d, idx, [d.boxes[j] for j in idx], grid, stride, out[0].shape[1], dev)
             loss += float(detection_loss(out, t)[0]) * len(idx)
             preds += decode_torch(*(o.cpu() for o in out), stride, threshold=0.01)
     model.train(was)
@@ -167,7 +186,11 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
     steps, seed, stride = math.ceil(n / bs), int(config["seed"]), int(config["stride"])
     grid = out_size(d.images.shape[2:], stride)
     order = batch_order(n, seed, epoch)
-    flips = np.random.default_rng([seed, epoch, 1]).random(n) < 0.5 if config["flip"] else None
+    rng = np.random.default_rng([seed, epoch, 1])          # a pure function of (seed, epoch)
+    flips = rng.random(n) < 0.5 if config["flip"] else None
+    reach = np.round(float(config.get("shift", 0.0)) * np.array(d.images.shape[:1:-1]))
+    reach = reach.astype(np.int64)                                          # (W, H) pixels
+    shifts = rng.integers(-reach, reach + 1, (n, 2)) if reach.any() else None    # (n, 2)
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}", unit="batch",
@@ -177,10 +200,9 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
         set_lr(opt, lr)
         idx = order[i * bs:(i + 1) * bs]
         x = images.batch(torch.from_numpy(idx).to(dev))[0]                  # (B, C, H, W)
-        if flips is not None and flips[idx].any():
-            f = torch.from_numpy(flips[idx]).to(dev)
-            x = torch.where(f[:, None, None, None], x.flip(-1), x)
-        t = _targets(d, idx, flips, grid, stride, int(config["num_classes"]), dev)
+        x, boxes = _augment(x, [d.boxes[j] for j in idx], None if flips is None else flips[idx],
+                            None if shifts is None else shifts[idx])
+        t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev)
         loss, parts = detection_loss(model(x), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,6 +228,7 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  model_args: dict | None = None, epochs: int | None = None,
                  lr: float | None = None, batch_size: int | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
+                 shift: float | None = None,
                  seed: int | None = None, out_dir: str | Path | None = None,
                  resume: bool = False, overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
@@ -227,8 +250,12 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     if v is not None and v.images.shape[1:] != d.images.shape[1:]:
         raise ValueError(f"validation data: expected images (C, H, W) = {d.images.shape[1:]} "
                          f"like the training images, got {v.images.shape[1:]}")
+    if shift is not None and not 0 <= shift < 0.5:
+        raise ValueError(f"shift: expected a fraction of the image size in [0, 0.5), got "
+                         f"{shift!r}")
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                      weight_decay=weight_decay, flip=flip).items()
+                                      weight_decay=weight_decay, flip=flip,
+                                      shift=shift).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None
@@ -325,7 +352,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   lr: float | None = None, width: int | None = None, stride: int | None = None,
                   blocks: int | None = None, threads: int | None = None, resume: bool = False,
                   overwrite: bool = False, seed: int | None = None, flip: bool | None = None,
-                  progress: bool = True) -> int:
+                  shift: float | None = None, progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
     ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
     ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
@@ -354,7 +381,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
         args = {k: v for k, v in dict(width=width, stride=stride, blocks=blocks).items()
                 if v is not None}
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
-                           lr=lr, batch_size=batch_size, seed=seed, flip=flip, out_dir=out_dir,
+                           lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
+                           out_dir=out_dir,
                            resume=resume, overwrite=overwrite, threads=threads,
                            progress=progress)
         size = export_detector(res.model, out_dir / MODEL_FILE, res.normalization,
