@@ -214,7 +214,7 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
         for key, v in parts.items():
             sums[key] += v * len(idx)
         if progress and (i % 10 == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}")
     bar.close()
     rec = {"epoch": epoch + 1, "lr": lr}
     rec.update({f"train_{k}": v / n for k, v in sums.items()})
