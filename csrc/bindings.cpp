@@ -12,6 +12,7 @@
 #include <nanobind/stl/pair.h>
 
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -254,7 +255,7 @@ class PyGraph {
   }
 
   // x: (n, ...) uint8 or float32, C-contiguous; outs: float32 arrays of the outputs' sizes.
-  void run(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> x, std::vector<nb::ndarray<float, nb::c_contig, nb::device::cpu>> outs,
+  nb::object run(nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu> x, std::vector<nb::ndarray<float, nb::c_contig, nb::device::cpu>> outs,
            bool profile, bool record, bool poison) {
     const bool u8 = x.dtype() == nb::dtype<uint8_t>();
     if (!u8 && x.dtype() != nb::dtype<float>()) throw nb::type_error("run: input must be uint8 or float32");
@@ -269,8 +270,17 @@ class PyGraph {
     if (sizes.size() != outs.size()) throw nb::value_error("run: wrong number of outputs");
     for (size_t k = 0; k < outs.size(); ++k)
       if (static_cast<int64_t>(outs[k].size()) != n * sizes[k]) throw nb::value_error("run: output buffer size mismatch");
-    nb::gil_scoped_release unlocked;
-    ex_.run(x.data(), u8, n, ptrs, profile, record, poison);
+    // One arena: calls from several Python threads take turns.  The GIL is released before
+    // the lock is taken (no thread waits for the lock holding the GIL), and the lock is held
+    // until this call's profile / records are read.
+    std::unique_lock<std::mutex> one_at_a_time(run_mutex_, std::defer_lock);
+    {
+      nb::gil_scoped_release unlocked;
+      one_at_a_time.lock();
+      ex_.run(x.data(), u8, n, ptrs, profile, record, poison);  // NaN / inf input: ValueError
+    }
+    if (!profile && !record) return nb::none();
+    return nb::make_tuple(ex_.op_seconds(), records());
   }
 
   void outputs(const std::vector<int>& outs) {
@@ -303,6 +313,7 @@ class PyGraph {
 
  private:
   lowbit::graph::Executor ex_;
+  std::mutex run_mutex_;
   std::vector<nb::object> keep_;
   std::vector<int64_t> out_sizes_;
 };
@@ -462,7 +473,9 @@ NB_MODULE(_kernels, m) {
       .def("value", &PyGraph::value, "v"_a, "[bits, h, w, c] of value v (per image).")
       .def("set_outputs", &PyGraph::outputs, "outputs"_a)
       .def("run", &PyGraph::run, "x"_a.noconvert(), "outs"_a.noconvert(), "profile"_a = false,
-           "record"_a = false, "poison"_a = false, "Run one batch; outputs in torch's layout.")
+           "record"_a = false, "poison"_a = false,
+           "Run one batch; outputs in torch's layout.  With profile or record: returns (per-op "
+           "seconds, [(op index, int32 accumulators)]) of this call.")
       .def("op_seconds", &PyGraph::op_seconds, "Per-op wall seconds of the last profiled run.")
       .def("arena_bytes", &PyGraph::arena_bytes, "n"_a, "Arena bytes for a batch of n.")
       .def("unshared_bytes", &PyGraph::unshared_bytes, "n"_a,

@@ -155,6 +155,7 @@ class Executor {
         for (size_t b : dies_[i]) std::memset(addr(b), 0xFF, static_cast<size_t>(bufs_[b].bytes));
     }
     for (size_t k = 0; k < outputs_.size(); ++k) copy_out(outputs_[k], n, outs[k]);
+    if (in.nonfinite.load()) throw std::domain_error("input contains NaN or inf");
   }
 
  private:

@@ -46,7 +46,9 @@ class InputOp : public Op {
   }
   const void* host = nullptr;
   bool host_u8 = true;
+  std::atomic<bool> nonfinite{false};  // float input held NaN / inf (the caller refuses it)
   void run(Ctx& c) override {
+    nonfinite.store(false);
     const int64_t hw = out.h * out.w, C = out.c;
     float* o = static_cast<float*>(c.out);
     parallel_for(c.n, threads_for(c.threads, c.n * hw * C, int64_t{1} << 16), [&](int64_t b0, int64_t b1) {
@@ -59,7 +61,12 @@ class InputOp : public Op {
             for (int64_t p = 0; p < hw; ++p) dst[p * C] = t[src[p]];
           } else {
             const float* src = static_cast<const float*>(host) + (b * C + ch) * hw;
-            for (int64_t p = 0; p < hw; ++p) dst[p * C] = src[p];
+            bool bad = false;
+            for (int64_t p = 0; p < hw; ++p) {
+              dst[p * C] = src[p];
+              bad |= !(std::fabs(src[p]) <= 3.402823466e38f);  // NaN or inf
+            }
+            if (bad) nonfinite.store(true);
           }
         }
     });

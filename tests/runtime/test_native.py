@@ -244,3 +244,49 @@ def test_runtime_refuses_a_corrupted_plan(tmp_path, monkeypatch):
     monkeypatch.setattr(ops.QLayer, "__init__", corrupt)
     with pytest.raises(ValueError, match=r"graph op 3 'conv2' \(qconv2d\): array 'thr' has 49"):
         Runtime(tmp_path / "m.lbm", executor="native")
+
+
+def test_concurrent_calls_take_turns(images, tmp_path):
+    """One Runtime used from several Python threads at once: each call gets its own answers
+    (the native executor has one arena; calls take turns, GIL released while they run)."""
+    import threading
+    model = build_model("bnn-lenet5").eval()
+    randomize_bn(model)
+    export_model(model, tmp_path / "m.lbm", NORM)
+    rt = Runtime(tmp_path / "m.lbm", threads=2)
+    batches = [images[i:i + 1 + i % 5] for i in range(12)]
+    want = [rt.logits(b) for b in batches]
+    got: dict = {}
+    recs: dict = {}
+
+    def work(k):
+        for _ in range(20):
+            rec: dict = {}
+            got[k] = rt.logits(batches[k], record=rec)
+            recs[k] = rec
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(len(batches))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for k, b in enumerate(batches):
+        np.testing.assert_array_equal(got[k], want[k])
+        assert recs[k]["conv2"].shape[0] == len(b)
+
+
+def test_nonfinite_float_input_refused(tmp_path):
+    """Normalised float32 input skips the Python isfinite pass; the native input op refuses
+    NaN / inf itself, with the input contract's error."""
+    from lowbit.runtime.inputs import InputError
+    model = build_model("bnn-lenet5").eval()
+    export_model(model, tmp_path / "m.lbm", NORM)
+    rt = Runtime(tmp_path / "m.lbm")
+    assert rt.executor == "native"
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    assert rt.logits(x, normalized=True).shape == (3, 10)
+    for bad in (np.nan, np.inf, -np.inf):
+        x[2, 0, 5, 7] = bad
+        with pytest.raises(InputError, match="NaN or inf"):
+            rt.logits(x, normalized=True)
+    np.testing.assert_array_equal(rt.logits(np.zeros((3, 1, 28, 28), np.float32), normalized=True),
+                                  rt.logits(np.zeros((3, 1, 28, 28), np.float32) + 0, normalized=True))

@@ -375,16 +375,22 @@ class NativeGraph:
         rt = self.rt
         n = x.shape[0]
         outs = [np.empty((n,) + tuple(rt.shapes[v]), F32) for v in rt.outputs]
-        self.g.run(np.ascontiguousarray(x), outs, profile is not None, record is not None, poison)
+        try:
+            res = self.g.run(x, outs, profile is not None, record is not None, poison)
+        except ValueError as e:
+            if "NaN or inf" not in str(e):
+                raise
+            from lowbit.runtime.inputs import InputError
+            raise InputError(f"{rt.path}: input contains NaN or inf") from None
         if profile is not None:     # fused ops and aliases (flatten / sign of bits): 0 s
             for i in range(len(rt.ops)):
                 profile.setdefault(rt.op_label(i), 0.0)
-            for k, s in enumerate(self.g.op_seconds()):
+            for k, s in enumerate(res[0]):
                 gi = self.labels[k]
                 key = "input" if gi < 0 else rt.op_label(gi)
                 profile[key] = profile.get(key, 0.0) + s
         if record is not None:
-            for k, acc in self.g.records():
+            for k, acc in res[1]:
                 name, (oh, ow, oc), conv = self.records[k]
                 a = acc.reshape(n, oh, ow, oc)
                 record[name] = np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if conv else a[:, 0, 0]
