@@ -187,6 +187,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                        "file, a checkpoint or a model")
     p.add_argument("target", metavar="FILE|CHECKPOINT|NAME|MODULE:FUNCTION")
     _add_model_args(p)
+    _add_energy_args(p)
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("demo", help="the main job end to end: train float / binary / "
@@ -231,19 +232,43 @@ def _eval(args: argparse.Namespace) -> int:
                            limit=args.limit)
 
 
+def _add_energy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--energy-table", metavar="JSON", default=None,
+                   help="per-operation energy costs in pJ (keys of lowbit.bench.energy.TABLE; "
+                        "default Horowitz ISSCC 2014, 45 nm)")
+    p.add_argument("--cache-kb", type=float, default=None, metavar="KB",
+                   help="tensors up to this size are read from SRAM, larger ones from DRAM "
+                        "(default 8, the SRAM of the cited 5 pJ read)")
+
+
+def _energy_table(args: argparse.Namespace):
+    from lowbit.bench.energy import load_table
+    return load_table(args.energy_table, args.cache_kb)
+
+
 def _summary(args: argparse.Namespace) -> int:
     from lowbit.codec import is_container
+    try:
+        table = _energy_table(args)
+    except ValueError as e:
+        return fail("summary", str(e))
     if is_container(args.target):  # a lowbit model file: no torch
         if args.input_size or args.model_arg:
             return fail("summary", f"{args.target}: a model file has a fixed input shape and "
                                    f"built model; --input-size / --model-arg are for "
                                    f"checkpoints and model names")
+        from lowbit.bench.energy import summary_extras
         from lowbit.runtime.summary import summary_command
-        return summary_command(args.target)
+        return summary_command(args.target, summary_extras(table))
     if torch_missing():
         return fail("summary", TORCH_HINT)
     from lowbit.train.commands import summary
-    return summary(args.target, args.input_size, args.model_arg)
+    rc = summary(args.target, args.input_size, args.model_arg)
+    if rc == 0:
+        from lowbit.bench.energy import checkpoint_lines
+        for line in checkpoint_lines(args.target, args.input_size, args.model_arg, table):
+            print(line)
+    return rc
 
 
 def _demo(args: argparse.Namespace) -> int:

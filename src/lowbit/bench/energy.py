@@ -104,7 +104,8 @@ def _compute(r: Mapping[str, Any], t: Mapping[str, float]) -> float:
     fadd, fmul, iadd = t["float_add_32"], t["float_mult_32"], t["int_add_32"]
     out_n, in_n = r.get("out_elems", 0), r.get("in_elems", 0)
     if kind in ("conv2d", "dense"):
-        return r["macs"] * (fmul + fadd) + (out_n * fadd if r.get("bias") else 0.0)
+        per = t["int_mult_8"] + iadd if r.get("int8") else fmul + fadd
+        return r["macs"] * per + (out_n * fadd if r.get("bias") else 0.0)
     if kind in ("qconv2d", "qdense"):
         if r.get("bitwise"):
             words = r["bops"] / 64.0
@@ -150,13 +151,25 @@ def op_energy(r: Mapping[str, Any], t: Mapping[str, float] = TABLE) -> dict[str,
     return {"compute": c, "sram": s, "dram": d, "total": c + s + d}
 
 
+def _int8(r: Mapping[str, Any]) -> dict:
+    """An op of a float model as an int8 engine (ONNX Runtime QDQ) runs it: float tensors and
+    activations at 1 byte per value, MACs as 8-bit multiplies with 32-bit accumulation."""
+    q = dict(r)
+    q["weight_bytes"] = r.get("weight_bytes", 0) / 4
+    q["in_bytes"] = [b / 4 for b in r.get("in_bytes", [])]
+    q["out_bytes"] = r.get("out_bytes", 0) / 4
+    q["int8"] = True
+    return q
+
+
 def estimate(rows: list[dict], input_pixels: int = 0,
-             table: Mapping[str, float] = TABLE) -> dict[str, Any]:
+             table: Mapping[str, float] = TABLE, int8: bool = False) -> dict[str, Any]:
     """Per-op energies (``rows[i]["energy_pj"]`` is set) and totals in pJ and uJ; the input
-    normalisation is one SRAM table read per pixel."""
+    normalisation is one SRAM table read per pixel.  ``int8``: price the (float) model as an
+    int8 engine would run it (:func:`_int8`)."""
     tot = {"compute": 0.0, "sram": input_pixels * table["sram_32"], "dram": 0.0}
     for r in rows:
-        e = op_energy(r, table)
+        e = op_energy(_int8(r) if int8 else r, table)
         r["energy_pj"] = e["total"]
         for k in tot:
             tot[k] += e[k]
@@ -165,11 +178,26 @@ def estimate(rows: list[dict], input_pixels: int = 0,
             "total_pj": total, "total_uj": total / 1e6, "table": dict(table), "source": SOURCE}
 
 
-def estimate_file(path: str, table: Mapping[str, float] = TABLE) -> dict[str, Any]:
+def estimate_file(path: str, table: Mapping[str, float] = TABLE,
+                  int8: bool = False) -> dict[str, Any]:
     """Energy estimate of a model file (runs ``file_summary`` once)."""
     from lowbit.runtime.summary import file_summary
     s = file_summary(path)
-    return estimate(s["rows"], int(np.prod(s["input"])), table)
+    return estimate(s["rows"], int(np.prod(s["input"])), table, int8)
+
+
+def estimate_module(model, input_shape, table: Mapping[str, float] = TABLE,
+                    int8: bool = False) -> dict[str, Any]:
+    """Energy estimate of a torch module (exported to a temporary model file first): the
+    baselines' float twins in ``lowbit bench model``."""
+    import os
+    import tempfile
+
+    from lowbit.train.export import export_model
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "twin.lbm")
+        export_model(model, path, None, input_shape=tuple(input_shape))
+        return estimate_file(path, table, int8)
 
 
 def float_estimate(macs: int, params: int, act_bytes: int = 0, int8: bool = False,
@@ -198,3 +226,48 @@ def format_energy(e: Mapping[str, Any]) -> str:
     return (f"estimated energy per inference: {_uj(e['total_pj'])} (compute {_uj(e['compute_pj'])}, "
             f"SRAM {_uj(e['sram_pj'])}, DRAM {_uj(e['dram_pj'])}); {e['source']}, tensors > "
             f"{t['cache_bytes'] / 1024:g} KB from DRAM (lowbit.bench.energy)")
+
+
+def summary_extras(table: Mapping[str, float] = TABLE):
+    """The ``extras`` callback of ``lowbit.runtime.summary.summary_command``: sets each row's
+    ``energy_pj`` (the table's energy column) and returns the total line."""
+    def extras(s: dict) -> list[str]:
+        e = estimate(s["rows"], int(np.prod(s["input"])), table)
+        s["energy"] = e
+        return [format_energy(e)]
+    return extras
+
+
+def checkpoint_lines(target: str, input_size=None, model_args=(),
+                     table: Mapping[str, float] = TABLE) -> list[str]:
+    """For ``lowbit summary CHECKPOINT|NAME``: export the model to a temporary model file and
+    return the energy line and the filter-repetition section of that file, so checkpoints and
+    model files are counted the same way.  A model the exporter refuses gets one line saying
+    so."""
+    import os
+    import tempfile
+
+    from lowbit.runtime.repetition import file_repetition, format_repetition
+    from lowbit.runtime.summary import file_summary
+    from lowbit.train.checkpoint import build_model, builder_kwargs, load_model
+    from lowbit.train.export import ExportError, export_model
+    if os.path.exists(target):
+        model, meta = load_model(target)
+        shape = tuple(input_size or meta["input_shape"])
+        norm = meta.get("normalization")
+        norm = norm.to_dict() if norm is not None else None
+    else:
+        model = build_model(target, **builder_kwargs(target, model_args, None))
+        shape, norm = tuple(input_size or (1, 28, 28)), None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.lbm")
+        try:
+            export_model(model, path, norm, input_shape=shape)
+        except (ExportError, ValueError) as e:
+            return [f"energy / filter repetition: not estimated (the model does not export: "
+                    f"{str(e).splitlines()[0][:200]})"]
+        s = file_summary(path)
+        lines = [format_energy(estimate(s["rows"], int(np.prod(s["input"])), table))
+                 + " (of the exported model)"]
+        rep = format_repetition(file_repetition(path))
+    return lines + ([rep] if rep else [])

@@ -233,6 +233,7 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
                           warmup=warmup, method=method, progress=progress)
         first = cache[_ints(threads)[0]]
         extra: dict[str, dict] = {}
+        energies = _energies(path, twin, shape)
         ref = first[1].run(bench_x[:64]) if len(first) > 1 else None
         for r in first:
             e = {k: r.info[k] for k in ("file_bytes", "weight_bytes") if k in r.info}
@@ -253,6 +254,8 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
                     pred = np.concatenate([r.run(norm.apply(test_x[i:i + 500]).reshape(
                         (-1,) + shape)).argmax(1) for i in range(0, len(test_y), 500)])
                     e["acc"] = float((pred == test_y).mean())
+            if r.name in energies:
+                e["energy_uj"] = energies[r.name]
             if rss:
                 p = r.info.get("file")
                 if r.name == "torch-fp32":
@@ -275,6 +278,21 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
             "weights": "trained (checkpoint)" if trained else "random (speed only)",
             "command": "lowbit " + " ".join(sys.argv[1:]) if sys.argv else ""}
     return {"meta": info, "records": records}
+
+
+def _energies(path: str, twin, shape) -> dict[str, float]:
+    """Estimated energy per inference (uJ, ``lowbit.bench.energy``, default table): lowbit on
+    its model file; PyTorch / ORT fp32 on the float twin; ORT int8 on the twin priced as int8.
+    A twin the exporter refuses gets no estimate."""
+    from lowbit.bench import energy as E
+    out = {"lowbit": E.estimate_file(path)["total_uj"]}
+    try:
+        fp32 = E.estimate_module(twin, shape)["total_uj"]
+        int8 = E.estimate_module(twin, shape, int8=True)["total_uj"]
+    except ValueError:
+        return out
+    out.update({"torch-fp32": fp32, "ort-fp32": fp32, "ort-int8": int8})
+    return out
 
 
 def summary_line(records: list[dict]) -> dict:
@@ -300,15 +318,16 @@ def summary_line(records: list[dict]) -> dict:
 
 def print_table(records: list[dict], out=sys.stdout) -> None:
     print(f"{'system':>11} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'img/s':>9} "
-          f"{'cpu ms':>8} {'vs torch':>8} {'acc':>7}", file=out)
+          f"{'cpu ms':>8} {'vs torch':>8} {'acc':>7} {'energy uJ':>9}", file=out)
     for rec in records:
         ref = next((r for r in records if r["system"] == "torch-fp32" and r["batch"] == rec["batch"]
                     and r["threads"] == rec["threads"] and r["method"] == rec["method"]), None)
         sp = f"{ref['latency_ms']['p50'] / rec['latency_ms']['p50']:7.2f}x" if ref else "       -"
         acc = f"{100 * rec['acc']:6.2f}%" if rec.get("acc") is not None else "      -"
+        energy = f"{rec['energy_uj']:9.3f}" if rec.get("energy_uj") is not None else f"{'-':>9}"
         print(f"{rec['system']:>11} {rec['batch']:5d} {rec['threads']:3d} "
               f"{rec['latency_ms']['p50']:9.3f} {rec['latency_ms']['p90']:9.3f} "
-              f"{rec['throughput']:9.1f} {rec['cpu_ms']:8.3f} {sp} {acc}", file=out)
+              f"{rec['throughput']:9.1f} {rec['cpu_ms']:8.3f} {sp} {acc} {energy}", file=out)
 
 
 def main(path: str, batch=1, json_path: str | None = None, repeats: int = 11,

@@ -6,6 +6,14 @@ take in the file, multiply-accumulates (MACs), and binary operations (BOPs = MAC
 x input bits, for the layers the runtime runs on its bitwise kernels; 0 for float layers).
 Totals: bytes of all tensors, of the whole file (header and alignment included), MACs split into
 float and bitwise, BOPs.
+
+Each row also carries what an energy estimate needs (``lowbit.bench.energy``): the bytes of
+its weights as the runtime holds them (``weight_bytes``: packed sections as stored,
+Deep-Compression tensors decoded to float32), of its inputs and output per image
+(``in_bytes``, ``out_bytes``: packed bits or float32) and their element counts.  The
+command adds an energy column and the binary filter repetition of every binary conv
+(``lowbit.runtime.repetition``) through the ``extras`` callback of :func:`summary_command`
+(the cost model lives in ``lowbit.bench``, above the runtime).
 """
 from __future__ import annotations
 
@@ -35,18 +43,28 @@ def _shape(v: Any, kind: str, in_shapes: list[tuple]) -> tuple:
     return (n, v.c, h, w)
 
 
-def value_shapes(rt, x: np.ndarray, normalized: bool = False) -> dict[str, tuple]:
+def _nbytes(v: Any) -> int:
+    return int(v.words.nbytes if isinstance(v, Bits) else np.asarray(v).nbytes)
+
+
+def value_shapes(rt, x: np.ndarray, normalized: bool = False,
+                 nbytes: dict | None = None) -> dict[str, tuple]:
     """Run ``rt`` (a ``Runtime``) once on ``x`` op by op, as ``Runtime.run`` does, and return
-    the shape of every value (graph input and every op's output) in torch's layout."""
+    the shape of every value (graph input and every op's output) in torch's layout;
+    ``nbytes`` (a dict) receives each value's size as the runtime holds it (packed or float)."""
     name = rt.inputs[0]["name"]
     vals = {name: rt._input(x, normalized)}
     shapes = {name: tuple(vals[name].shape)}
+    if nbytes is not None:
+        nbytes[name] = _nbytes(vals[name])
     with BlasThreads(rt._blas_threads):
         for i, op in enumerate(rt.ops):
             ins = [vals[v] for v in op["inputs"]]
             out = rt._step(i, op, ins, rt.threads, None)
             vals[op["outputs"][0]] = out
             shapes[op["outputs"][0]] = _shape(out, op["op"], [shapes[v] for v in op["inputs"]])
+            if nbytes is not None:
+                nbytes[op["outputs"][0]] = _nbytes(out)
     return shapes
 
 
@@ -54,14 +72,34 @@ def _section_bytes(section: Any) -> int:
     return int(section.nbytes) if isinstance(section, np.ndarray) else len(section)
 
 
-def _row(i: int, op: dict, rt, mf, shapes: dict, nbytes: dict, seen: set) -> dict:
+def _resident(mf, name: str, stored: int) -> int:
+    """Bytes of a tensor as the runtime holds it: Deep-Compression tensors decoded to float32."""
+    if mf.entries.get(name, {}).get("enc") == "dc":
+        return 4 * int(np.prod(mf.tensor_shape(name)))
+    return stored
+
+
+def _row(i: int, op: dict, rt, mf, shapes: dict, nbytes: dict, seen: set,
+         vbytes: dict | None = None) -> dict:
     kind = op["op"]
     out_shape = shapes[op["outputs"][0]]
     tensors = [op[k] for k in codec.graph.OPS[kind][3] if op.get(k)]
     row = {"index": i, "op": kind, "name": op.get("name") or op["outputs"][0],
            "output_shape": list(out_shape[1:]), "w_bits": None, "a_bits": None,
            "bytes": sum(nbytes.get(t, 0) for t in tensors if t not in seen),
-           "macs": 0, "bops": 0, "bitwise": False}
+           "macs": 0, "bops": 0, "bitwise": False,
+           "weight_bytes": sum(_resident(mf, t, nbytes.get(t, 0)) for t in set(tensors)),
+           "out_elems": int(np.prod(out_shape[1:])),
+           "in_elems": sum(int(np.prod(shapes[v][1:])) for v in op["inputs"])}
+    if vbytes is not None:
+        row["out_bytes"] = vbytes.get(op["outputs"][0], 0)
+        row["in_bytes"] = [vbytes.get(v, 0) for v in op["inputs"]]
+    if kind in ("conv2d", "dense"):
+        row["bias"] = op.get("bias") is not None
+    elif kind == "maxpool2d":
+        row["pool_taps"] = int(np.prod(op["kernel"]))
+        row["in_bits_packed"] = bool(vbytes is not None and row["in_bytes"][0] * 8
+                                     < row["in_elems"] * 32)
     seen.update(tensors)
     if kind in ("conv2d", "dense"):
         w_shape = np.shape(mf.tensor(op["weight"]))       # OIHW / (out, in)
@@ -73,6 +111,7 @@ def _row(i: int, op: dict, rt, mf, shapes: dict, nbytes: dict, seen: set) -> dic
         row["w_bits"] = 32 if op["w_levels"] == "float" else int(op["w_bits"])
         row["a_bits"] = int(op["a_bits"]) if op["in"] not in ("float", "dorefa-float") else 32
         row["bitwise"] = rt.layers[op["name"]].kind != "float"
+        row["out"] = op.get("out", "float")
         if row["bitwise"]:
             row["bops"] = row["macs"] * row["w_bits"] * row["a_bits"]
     return row
@@ -90,9 +129,10 @@ def file_summary(path: str | os.PathLike) -> dict[str, Any]:
     shape = tuple(spec.get("shape") or (1, 28, 28))
     dtype = np.uint8 if spec.get("dtype", "uint8") == "uint8" else np.float32
     x = np.zeros((1, *shape), dtype)
-    shapes = value_shapes(rt, x, normalized=dtype != np.uint8)
+    vbytes: dict = {}
+    shapes = value_shapes(rt, x, normalized=dtype != np.uint8, nbytes=vbytes)
     seen: set = set()
-    rows = [_row(i, op, rt, mf, shapes, nbytes, seen) for i, op in enumerate(rt.ops)]
+    rows = [_row(i, op, rt, mf, shapes, nbytes, seen, vbytes) for i, op in enumerate(rt.ops)]
     macs = sum(r["macs"] for r in rows)
     bit_macs = sum(r["macs"] for r in rows if r["bitwise"])
     totals = {"bytes": sum(nbytes.values()), "macs": macs, "bitwise_macs": bit_macs,
@@ -106,13 +146,18 @@ def _bits(r: dict) -> str:
 
 
 def format_file_summary(s: dict) -> str:
-    """A plain-text table of :func:`file_summary`."""
-    head = ["#", "op", "name", "output", "W/A bits", "bytes", "MACs", "BOPs"]
+    """A plain-text table of :func:`file_summary` (with an energy column in nJ when the rows
+    carry ``energy_pj``, as ``lowbit.bench.energy.estimate`` sets it)."""
+    energy = all("energy_pj" in r for r in s["rows"]) and s["rows"]
+    head = ["#", "op", "name", "output", "W/A bits", "bytes", "MACs", "BOPs"] \
+        + (["energy nJ"] if energy else [])
     lines = [[str(r["index"]), r["op"] + ("*" if r["bitwise"] else ""), r["name"],
               "x".join(map(str, r["output_shape"])), _bits(r), f"{r['bytes']:,}",
-              f"{r['macs']:,}", f"{r['bops']:,}"] for r in s["rows"]]
+              f"{r['macs']:,}", f"{r['bops']:,}"]
+             + ([f"{r['energy_pj'] / 1e3:,.2f}"] if energy else []) for r in s["rows"]]
     t = s["totals"]
-    total = ["", "total", "", "", "", f"{t['bytes']:,}", f"{t['macs']:,}", f"{t['bops']:,}"]
+    total = ["", "total", "", "", "", f"{t['bytes']:,}", f"{t['macs']:,}", f"{t['bops']:,}"] \
+        + ([f"{sum(r['energy_pj'] for r in s['rows']) / 1e3:,.2f}"] if energy else [])
     widths = [max(len(c[i]) for c in [head, total, *lines]) for i in range(len(head))]
 
     def fmt(cells):
@@ -130,14 +175,21 @@ def format_file_summary(s: dict) -> str:
     return "\n".join([title, fmt(head), rule, *map(fmt, lines), rule, fmt(total), *notes])
 
 
-def summary_command(path: str) -> int:
-    """``lowbit summary FILE``: print the table; one ``lowbit summary: error:`` line on bad
-    input."""
+def summary_command(path: str, extras=None) -> int:
+    """``lowbit summary FILE``: print the table, then the binary filter repetition of its
+    binary convs; ``extras(summary) -> list of lines`` may annotate the rows first (the CLI
+    passes the energy estimate of ``lowbit.bench.energy``).  One ``lowbit summary: error:``
+    line on bad input."""
+    from lowbit.runtime.repetition import file_repetition, format_repetition
     try:
         s = file_summary(path)
+        more = list(extras(s)) if extras is not None else []
+        rep = format_repetition(file_repetition(path))
     except (codec.FormatError, ValueError, KeyError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"lowbit summary: error: {msg}", file=sys.stderr)
         return 2
     print(format_file_summary(s))
+    for line in more + ([rep] if rep else []):
+        print(line)
     return 0
