@@ -54,6 +54,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=int, default=64, help="calibration images for ORT int8")
     p.add_argument("--systems", default="torch-fp32,ort-fp32,ort-int8",
                    help="baselines to run beside lowbit")
+    _add_energy_args(p)
     p.set_defaults(func=_bench_model)
 
     _add_baselines(bsub)
@@ -77,9 +78,14 @@ def _bench_bgemm(args: argparse.Namespace) -> int:
 
 def _bench_model(args: argparse.Namespace) -> int:
     from lowbit.bench.model import main as run
+    try:
+        table = _energy_table(args)
+    except ValueError as e:
+        return fail("bench model", str(e))
     return run(args.file, args.batch, args.json, args.repeats, args.inner, args.threads,
                data=args.data, rss=args.rss, checkpoint=args.checkpoint, calib=args.calib,
-               systems=tuple(s for s in args.systems.split(",") if s.strip()))
+               systems=tuple(s for s in args.systems.split(",") if s.strip()),
+               energy_table=table)
 
 
 def _add_runtime(sub: argparse._SubParsersAction) -> None:

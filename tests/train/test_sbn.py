@@ -215,3 +215,21 @@ def test_ties_hit_the_threshold_exactly():
     got = np.where(flip.astype(bool), acc.numpy() <= thr, acc.numpy() >= thr)
     np.testing.assert_array_equal(got, want)
     assert thr.tolist()[0] == 5 and thr.tolist()[1] == -3 and flip.tolist() == [0, 1, 0]
+
+
+def test_tracers_see_the_same_inference():
+    """torch.jit.trace (the ONNX baselines of lowbit bench model) gets AP2's scale as a
+    constant computed in numpy: the same values as eager eval."""
+    import warnings
+    torch.manual_seed(0)
+    model = build_model("bnn-lenet5", bn="shift")
+    randomize_sbn(model)
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, ShiftBatchNorm):
+            assert torch.equal(torch.from_numpy(m._inference_scale_np()), m.inference_scale())
+    x = torch.randn(4, 1, 28, 28)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, x)
+        assert torch.equal(traced(x), model(x))

@@ -11,6 +11,9 @@ name for every system) with file / weight bytes, MACs / BOPs, a per-op time prof
 runtime (``layers``), optional peak RSS (``--rss``) and, with ``--data``, test accuracy (lowbit:
 ``Runtime.predict``, the code path of ``lowbit run``).  The JSON also keeps the old top-level
 ``lowbit_ms`` / ``torch_ms`` / ``speedup`` (p50 at the first batch and thread count).
+Every record also has ``energy_uj``, the estimated energy per inference of
+:mod:`lowbit.bench.energy` (lowbit: its model file; the baselines: the float twin, ORT int8
+priced with 8-bit multiplies and 1-byte tensors).
 """
 from __future__ import annotations
 
@@ -170,7 +173,7 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
                 data: str | None = None, rss: bool = False, checkpoint: str | None = None,
                 calib: int = 64, systems=("torch-fp32", "ort-fp32", "ort-int8"),
                 profile: bool = True, progress: bool = True, seed: int = 0,
-                method: str | None = None) -> dict:
+                method: str | None = None, energy_table: dict | None = None) -> dict:
     """``{"meta", "records"}``: the lowbit runtime on ``path`` and the baselines of the same
     architecture's float twin, interleaved by :func:`lowbit.bench.measure.sweep`; records in
     the schema of :mod:`lowbit.bench.report` (``method`` = the model name).  ``data``: a data
@@ -233,7 +236,7 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
                           warmup=warmup, method=method, progress=progress)
         first = cache[_ints(threads)[0]]
         extra: dict[str, dict] = {}
-        energies = _energies(path, twin, shape)
+        energies = _energies(path, twin, shape, energy_table)
         ref = first[1].run(bench_x[:64]) if len(first) > 1 else None
         for r in first:
             e = {k: r.info[k] for k in ("file_bytes", "weight_bytes") if k in r.info}
@@ -280,15 +283,16 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
     return {"meta": info, "records": records}
 
 
-def _energies(path: str, twin, shape) -> dict[str, float]:
-    """Estimated energy per inference (uJ, ``lowbit.bench.energy``, default table): lowbit on
-    its model file; PyTorch / ORT fp32 on the float twin; ORT int8 on the twin priced as int8.
-    A twin the exporter refuses gets no estimate."""
+def _energies(path: str, twin, shape, table: dict | None = None) -> dict[str, float]:
+    """Estimated energy per inference (uJ, ``lowbit.bench.energy``; default: its Horowitz
+    table): lowbit on its model file; PyTorch / ORT fp32 on the float twin; ORT int8 on the
+    twin priced as int8.  A twin the exporter refuses gets no estimate."""
     from lowbit.bench import energy as E
-    out = {"lowbit": E.estimate_file(path)["total_uj"]}
+    table = table or E.TABLE
+    out = {"lowbit": E.estimate_file(path, table)["total_uj"]}
     try:
-        fp32 = E.estimate_module(twin, shape)["total_uj"]
-        int8 = E.estimate_module(twin, shape, int8=True)["total_uj"]
+        fp32 = E.estimate_module(twin, shape, table)["total_uj"]
+        int8 = E.estimate_module(twin, shape, table, int8=True)["total_uj"]
     except ValueError:
         return out
     out.update({"torch-fp32": fp32, "ort-fp32": fp32, "ort-int8": int8})
@@ -333,7 +337,7 @@ def print_table(records: list[dict], out=sys.stdout) -> None:
 def main(path: str, batch=1, json_path: str | None = None, repeats: int = 11,
          inner: int = 20, threads=1, data: str | None = None, rss: bool = False,
          checkpoint: str | None = None, calib: int = 64, progress: bool = True,
-         systems=("torch-fp32", "ort-fp32", "ort-int8")) -> int:
+         systems=("torch-fp32", "ort-fp32", "ort-int8"), energy_table: dict | None = None) -> int:
     """``lowbit bench model``: the lowbit runtime and the baselines, interleaved (see
     :func:`sweep_model`); prints a table, writes ``{meta, records, lowbit_ms, torch_ms,
     speedup, ...}`` (the last: p50 at the first batch / thread count) to ``json_path``.
@@ -343,7 +347,8 @@ def main(path: str, batch=1, json_path: str | None = None, repeats: int = 11,
     try:
         res = sweep_model(path, _ints(batch), _ints(threads), repeats=max(1, repeats), data=data,
                           rss=rss, checkpoint=checkpoint, calib=calib, systems=tuple(systems),
-                          progress=progress, warmup=2 if repeats < 3 else 3)
+                          progress=progress, warmup=2 if repeats < 3 else 3,
+                          energy_table=energy_table)
     except ImportError as e:
         print(f"lowbit bench model: the baselines need torch and onnxruntime ({e})",
               file=sys.stderr)

@@ -91,6 +91,18 @@ class ShiftBatchNorm(_BatchNorm):
             invstd = torch.rsqrt(self.running_var.float() + self.eps)
             return (ap2(self.weight.float()) * ap2(invstd)).to(self.weight.dtype)
 
+    def _inference_scale_np(self):
+        import numpy as np
+        g = self.weight.detach().cpu().numpy().astype(np.float32)
+        v = self.running_var.detach().cpu().numpy().astype(np.float32)
+        inv = (np.float32(1) / np.sqrt(v + np.float32(self.eps))).astype(np.float32)
+
+        def ap2_np(a):
+            m, e = np.frexp(np.abs(a))
+            k = np.clip(e.astype(np.int64) - (m.astype(np.float64) < SQRT_HALF), -126, 127)
+            return np.where(a != 0, np.sign(a) * np.ldexp(np.float32(1), k), 0).astype(np.float32)
+        return (ap2_np(g) * ap2_np(inv)).astype(np.float32)
+
     def unit_var(self) -> torch.Tensor:
         """The equivalent BatchNorm's running variance: 1 - EXPORT_EPS in every channel."""
         return torch.full_like(self.running_var, 1.0 - EXPORT_EPS)
@@ -98,7 +110,13 @@ class ShiftBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         if not self.training:
-            return F.batch_norm(x, self.running_mean, self.unit_var(), self.inference_scale(),
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+                # tracers (the ONNX baselines) cannot follow AP2's bit tricks: the same values,
+                # computed in numpy, as a constant
+                scale = torch.from_numpy(self._inference_scale_np()).to(self.weight.device)
+            else:
+                scale = self.inference_scale()
+            return F.batch_norm(x, self.running_mean, self.unit_var(), scale,
                                 self.bias, False, 0.0, EXPORT_EPS)
         dims = [0] + list(range(2, x.dim()))
         view = (1, -1) + (1,) * (x.dim() - 2)
