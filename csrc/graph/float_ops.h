@@ -259,10 +259,12 @@ class FConvOp : public Op {
     }
   }
 
-  // chunk of output rows handled by one GEMM call: cols of ~128 KiB
+  // Output rows per GEMM call: the chunk's im2col rows (~96 KiB) and, with bits out, its float
+  // result (~32 KiB) stay in L2 / L1 between the GEMM and the packing.
   int64_t chunk_rows(int64_t M) const {
-    const int64_t r = std::max<int64_t>(16, (int64_t{128} << 10) / std::max<int64_t>(1, K_ * 4));
-    return std::min(M, r);
+    int64_t r = (int64_t{96} << 10) / std::max<int64_t>(1, K_ * 4);
+    if (bits_) r = std::min(r, (int64_t{32} << 10) / (oc_ * 4));
+    return std::min(M, std::max<int64_t>(16, r));
   }
   int workers(int64_t n, int threads) const {
     const int64_t M = n * out.h * out.w;
