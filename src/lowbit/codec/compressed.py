@@ -136,16 +136,45 @@ def encode(weights: np.ndarray, *, codebook: np.ndarray | None = None, index_bit
     return Encoded(entry, data, stats)
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def entry_shape(entry: Any) -> tuple:
+    """The logical shape of a "dc" entry after checking its fields' types and ranges (cheap:
+    nothing is decoded).  Refuses a size above ``lowbit.codec.shapes.MAX_ELEMENTS``."""
+    from lowbit.codec.shapes import MAX_ELEMENTS
+    if not isinstance(entry, dict):
+        raise FormatError("dc entry: expected an object")
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and all(_int(s) and s >= 0 for s in shape)):
+        raise FormatError(f"dc entry: field 'shape': expected a list of sizes, got "
+                          f"{str(shape)[:80]}")
+    for key in ("n", "ib", "ih", "il", "k", "vb", "vh"):
+        if not (_int(entry.get(key)) and entry[key] >= 0):
+            raise FormatError(f"dc entry: field {key!r}: expected an integer >= 0, got "
+                              f"{str(entry.get(key))[:40]}")
+    if entry["ih"] > 1 or entry["vh"] > 1:
+        raise FormatError(f"dc entry: fields 'ih', 'vh' are 0 or 1, got {entry['ih']}, "
+                          f"{entry['vh']}")
+    if not isinstance(entry.get("cb"), str) or entry["cb"] not in _FLOATS or \
+            not isinstance(entry.get("store"), str) or entry["store"] not in ("sparse", "dense"):
+        raise FormatError(f"dc entry: bad cb {str(entry.get('cb'))[:20]} / store "
+                          f"{str(entry.get('store'))[:20]}")
+    size = 1
+    for s in shape:
+        size *= int(s)
+    if size > MAX_ELEMENTS:
+        raise FormatError(f"dc entry: shape {shape} has {size} values, more than the "
+                          f"{MAX_ELEMENTS} this lowbit allows")
+    return tuple(int(s) for s in shape)
+
+
 def decode(entry: dict[str, Any], data: bytes) -> np.ndarray:
     """Dense float32 tensor from a "dc" entry and its section bytes."""
-    try:
-        shape = tuple(int(s) for s in entry["shape"])
-        store, n, k, cbname = entry["store"], int(entry["n"]), int(entry["k"]), entry["cb"]
-        ib, ih, il, vb, vh = (int(entry[x]) for x in ("ib", "ih", "il", "vb", "vh"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"dc entry: missing or bad field ({e!r})") from None
-    if cbname not in _FLOATS or store not in ("sparse", "dense") or min(shape, default=0) < 0:
-        raise FormatError(f"dc entry: bad cb {cbname!r} / store {store!r} / shape {shape}")
+    shape = entry_shape(entry)
+    store, n, k, cbname = entry["store"], int(entry["n"]), int(entry["k"]), entry["cb"]
+    ib, ih, il, vb, vh = (int(entry[x]) for x in ("ib", "ih", "il", "vb", "vh"))
     size = int(np.prod(shape, dtype=np.int64))
     vdt = _FLOATS[cbname]
     pos = k * vdt.itemsize

@@ -41,6 +41,7 @@ can read.  A newer file is refused with "upgrade lowbit", an older unsupported o
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -224,6 +225,16 @@ def _check_preamble(where: str, pre: bytes, size: int) -> tuple[int, int, int, i
     return version, flags, hlen, hcrc
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v: Any, n: int = 120) -> str:
+    """repr of a header value for an error message, cut to ``n`` characters."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
 def _check_zero(where: str, buf: np.ndarray, lo: int, hi: int, what: str) -> None:
     if hi > lo and buf[lo:hi].any():
         raise FormatError(f"{where}: {what}: padding bytes {lo}..{hi - 1} are not zero; "
@@ -253,11 +264,12 @@ def _parse_header(where: str, buf: np.ndarray, flags: int, hlen: int, hcrc: int
 
 def _read_section(where: str, buf: np.ndarray, entry: Any, pos: int, base: int
                   ) -> tuple[str, Any, int]:
-    try:
-        name, kind, rel, nbytes, crc = (entry["name"], entry["kind"], int(entry["offset"]),
-                                        int(entry["nbytes"]), int(entry["crc32"]))
-    except (TypeError, KeyError, ValueError) as e:
-        raise FormatError(f"{where}: header: malformed section entry {entry!r} ({e})") from None
+    name, kind = entry.get("name"), entry.get("kind")
+    rel, nbytes, crc = (entry.get(k) for k in ("offset", "nbytes", "crc32"))
+    if not (isinstance(name, str) and name and isinstance(kind, str)
+            and all(_is_int(v) for v in (rel, nbytes, crc))):
+        raise FormatError(f"{where}: header: malformed section entry {_short(entry)} (expected "
+                          f"'name' and 'kind' strings, 'offset', 'nbytes', 'crc32' integers)")
     off = base + rel
     if off != pos or nbytes < 0 or off + nbytes + _pad(nbytes) > buf.size:
         raise FormatError(f"{where}: section {name!r}: offset {rel} / size {nbytes} do not fit "
@@ -274,14 +286,22 @@ def _read_section(where: str, buf: np.ndarray, entry: Any, pos: int, base: int
     if kind != "array":
         raise FormatError(f"{where}: section {name!r}: unknown kind {kind!r} "
                           f"(expected 'array' or 'bytes')")
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and all(_is_int(s) and s >= 0 for s in shape)):
+        raise FormatError(f"{where}: section {name!r}: bad shape {_short(shape)} (expected a "
+                          f"list of sizes)")
+    shape = tuple(shape)
     try:
-        dt = np.dtype(entry["dtype"])
-        shape = tuple(int(s) for s in entry["shape"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"{where}: section {name!r}: bad dtype/shape ({e})") from None
-    if dt.kind not in _KINDS or dt.fields is not None or any(s < 0 for s in shape):
-        raise FormatError(f"{where}: section {name!r}: unsupported dtype {dt} / shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64))
+        dt = np.dtype(entry.get("dtype")) if isinstance(entry.get("dtype"), str) else None
+    except (TypeError, ValueError, SyntaxError):
+        dt = None
+    if dt is None or dt.kind not in _KINDS or dt.fields is not None or dt.subdtype is not None:
+        raise FormatError(f"{where}: section {name!r}: unsupported dtype "
+                          f"{_short(entry.get('dtype'))} (numeric or bool arrays only)")
+    count = math.prod(shape)            # exact: no int64 wrap-around for absurd shapes
+    if math.prod(max(v, 1) for v in shape) * dt.itemsize >= 1 << 62:
+        raise FormatError(f"{where}: section {name!r}: shape {list(shape)} is too large for "
+                          f"an array")
     if count * dt.itemsize != nbytes:
         raise FormatError(f"{where}: section {name!r}: {dt} {list(shape)} needs "
                           f"{count * dt.itemsize} bytes, the section has {nbytes}")

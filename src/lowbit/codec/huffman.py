@@ -115,6 +115,9 @@ def decode(lengths: np.ndarray, payload: bytes, count: int) -> np.ndarray:
         if payload:
             raise FormatError(f"huffman stream: 0 symbols but {len(payload)} payload bytes")
         return np.zeros(0, dtype=dt)
+    if count > 8 * len(payload):     # every code is at least one bit long
+        raise FormatError(f"huffman stream: {count} symbols cannot fit {len(payload)} payload "
+                          f"bytes")
     if lengths.max(initial=0) > MAX_LEN:
         raise FormatError(f"huffman stream: code length {int(lengths.max())} > {MAX_LEN}")
     kraft = sum(2.0 ** -int(n) for n in lengths if n)

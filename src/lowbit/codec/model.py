@@ -31,17 +31,37 @@ from lowbit.codec.container import FormatError
 FORMAT = "lowbit.model"
 
 Decoder = Callable[[dict, Any], np.ndarray]
+Checker = Callable[[dict, Any], tuple]
 _DECODERS: dict[str, Decoder] = {}
+_CHECKERS: dict[str, Checker] = {}
 
 
-def register_decoder(enc: str, fn: Decoder) -> None:
-    """Teach ``ModelFile.tensor`` a new tensor encoding."""
+def register_decoder(enc: str, fn: Decoder, check: Checker | None = None) -> None:
+    """Teach ``ModelFile.tensor`` a new tensor encoding.  ``check(entry, section)``: the
+    tensor's logical shape after a cheap check that the entry and section are well formed
+    (raises FormatError); ``ModelFile.tensor_shape`` calls it, so shape inference validates
+    every tensor the graph reads before anything is decoded or laid out."""
     _DECODERS[enc] = fn
+    if check is not None:
+        _CHECKERS[enc] = check
+
+
+def _check_raw(entry: dict, section: Any) -> tuple:
+    if not isinstance(section, np.ndarray):
+        raise FormatError("raw tensor: the section is not an array")
+    if section.dtype.kind not in "biuf":
+        raise FormatError(f"raw tensor: dtype {section.dtype} is not a real number type")
+    return tuple(section.shape)
+
+
+def _check_dc(entry: dict, section: Any) -> tuple:
+    if not isinstance(section, bytes):
+        raise FormatError("dc tensor: the section is not a bytes section")
+    return compressed.entry_shape(entry)
 
 
 def _decode_raw(entry: dict, section: Any) -> np.ndarray:
-    if not isinstance(section, np.ndarray):
-        raise FormatError("raw tensor: the section is not an array")
+    _check_raw(entry, section)
     if section.dtype.kind == "f" and not np.isfinite(section).all():
         raise FormatError("raw tensor: contains NaN or inf")
     return section
@@ -53,8 +73,8 @@ def _decode_dc(entry: dict, section: Any) -> np.ndarray:
     return compressed.decode(entry, section)
 
 
-register_decoder("raw", _decode_raw)
-register_decoder("dc", _decode_dc)
+register_decoder("raw", _decode_raw, _check_raw)
+register_decoder("dc", _decode_dc, _check_dc)
 
 
 @dataclass
@@ -117,7 +137,7 @@ class ModelFile:
                                f"{', '.join(self.entries)}")
             entry = self.entries[name]
             enc = entry.get("enc") if isinstance(entry, dict) else None
-            if enc not in _DECODERS:
+            if not isinstance(enc, str) or enc not in _DECODERS:
                 raise FormatError(f"{self.path}: tensor {name!r}: unknown encoding {enc!r} "
                                   f"(known: {', '.join(sorted(_DECODERS))})")
             try:
@@ -127,18 +147,51 @@ class ModelFile:
         return self._cache[name]
 
     def tensor_shape(self, name: str) -> tuple[int, ...]:
-        """The logical shape of tensor ``name`` without decoding it: a raw section's own shape,
-        else the entry's ``shape`` (packed and Deep-Compression tensors)."""
+        """The logical shape of tensor ``name`` without decoding it (a raw section's own shape,
+        else the entry's ``shape``), after checking that its entry and section are well formed
+        (the encoding's checker: a packed section's layout and pad bits, a Deep-Compression
+        entry's fields and size)."""
         if name not in self.entries:
             raise FormatError(f"{self.path}: no tensor {name!r}")
         entry = self.entries[name]
-        if isinstance(entry, dict) and entry.get("enc") == "raw":
-            return tuple(np.shape(self.sections[name]))
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(v, int) and v >= 0 for v in shape):
+        enc = entry.get("enc") if isinstance(entry, dict) else None
+        if not isinstance(enc, str) or enc not in _DECODERS:
+            raise FormatError(f"{self.path}: tensor {name!r}: unknown encoding {enc!r} "
+                              f"(known: {', '.join(sorted(_DECODERS))})")
+        check = _CHECKERS.get(enc)
+        if check is not None:
+            try:
+                return tuple(check(entry, self.sections[name]))
+            except FormatError as e:
+                raise FormatError(f"{self.path}: tensor {name!r}: {e}") from None
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  and v >= 0 for v in shape):
             raise FormatError(f"{self.path}: tensor {name!r}: field 'shape': expected a list of "
                               f"sizes, got {shape!r}")
         return tuple(shape)
+
+    def check_op_values(self, where: str, op: dict) -> None:
+        """Values of op ``op``'s tensors that must satisfy more than their shape: a folded
+        threshold stage's flips are 0 / 1 and its thresholds integers in int32 (the kernels
+        compare int32 accumulators), a BatchNorm's running variances are >= 0.  Called by
+        ``lowbit.codec.shapes.infer`` after the op's shapes are checked."""
+        def values(field: str) -> np.ndarray | None:
+            name = op.get(field)
+            return None if name is None else np.asarray(self.tensor(name))
+        kind = op.get("op")
+        if kind in ("qconv2d", "qdense") and op.get("out") == "bits":
+            flip, thr = values("flip"), values("threshold")
+            if flip is not None and not np.isin(flip, (0, 1)).all():
+                raise FormatError(f"{where}: field 'flip': values must be 0 or 1")
+            if thr is not None and not (np.all(thr == np.round(thr))
+                                        and np.all(np.abs(thr) <= 2**31 - 1)):
+                raise FormatError(f"{where}: field 'threshold': values must be integers in "
+                                  f"int32 range")
+        if kind == "batchnorm":
+            var = values("var")
+            if var is not None and (var < 0).any():
+                raise FormatError(f"{where}: field 'var': a running variance is negative")
 
     @property
     def tensors(self) -> dict[str, np.ndarray]:
@@ -160,6 +213,10 @@ def from_container(where: str, header: dict, sections: dict) -> ModelFile:
     graph, entries, meta = header.get("graph"), header.get("tensors"), header.get("meta")
     if not isinstance(graph, dict) or not isinstance(entries, dict) or not isinstance(meta, dict):
         raise FormatError(f"{where}: header: 'graph', 'tensors' and 'meta' must be objects")
+    bad = [n for n, e in entries.items() if not (isinstance(e, dict) and isinstance(e.get("enc"), str))]
+    if bad:
+        raise FormatError(f"{where}: header 'tensors': entry {bad[0][:80]!r} is not an object with "
+                          f"an 'enc' string")
     if set(entries) != set(sections):
         raise FormatError(f"{where}: tensors without a section: "
                           f"{sorted(set(entries) - set(sections))}; sections without a tensor: "

@@ -22,7 +22,7 @@ import numpy as np
 from lowbit.codec.container import FormatError
 from lowbit.codec.model import Tensor, register_decoder
 
-__all__ = ["pack_levels", "unpack_levels", "packed"]
+__all__ = ["pack_levels", "unpack_levels", "check_packed", "packed"]
 
 
 def _words(k: int) -> int:
@@ -69,10 +69,48 @@ def pack_levels(levels: np.ndarray, kind: str, bits: int = 1, step: int = 1,
     raise ValueError(f"pack_levels: unknown kind {kind!r}")
 
 
+def _int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_packed(entry: dict, section) -> tuple:
+    """The logical shape (OC, KH, KW, C) of a packed tensor, after checking its entry and that
+    the section is exactly the layout the entry describes, with every pad bit 0 (the kernels
+    rely on it: docs/design.md) and, for ternary levels, no sign bit on a zero weight."""
+    if not isinstance(entry, dict):
+        raise FormatError("packed tensor: the entry is not an object")
+    shape, kind, bits = entry.get("shape"), entry.get("levels"), entry.get("bits", 1)
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_int(s, 1, 2**31 - 1)
+                                                                for s in shape)):
+        raise FormatError(f"packed tensor: field 'shape': expected [OC, KH, KW, C] of positive "
+                          f"integers, got {str(shape)[:80]}")
+    if not isinstance(kind, str) or kind not in ("binary", "ternary", "planes"):
+        raise FormatError(f"packed tensor: unknown levels {str(kind)[:40]}")
+    if kind == "planes" and not (_int(bits, 1, 32) and _int(entry.get("step"), -2**32, 2**32)
+                                 and _int(entry.get("offset"), -2**32, 2**32)):
+        raise FormatError(f"packed tensor: planes need integer 'bits' (1..32), 'step' and "
+                          f"'offset', got {str(bits)[:20]}, {str(entry.get('step'))[:20]}, "
+                          f"{str(entry.get('offset'))[:20]}")
+    oc, kh, kw, c = shape
+    w = _words(c)
+    want = {"binary": (oc, kh, kw, w), "ternary": (2, oc, kh, kw, w),
+            "planes": (oc, kh, kw, bits, w)}[kind]
+    if not isinstance(section, np.ndarray) or section.dtype != np.uint64 \
+            or section.shape != want:
+        got = (f"{section.dtype} {section.shape}" if isinstance(section, np.ndarray)
+               else type(section).__name__)
+        raise FormatError(f"packed tensor: {kind} levels of shape {shape} need a uint64 "
+                          f"section of shape {want}, got {got}")
+    if c % 64 and (section[..., -1] >> np.uint64(c % 64)).any():
+        raise FormatError(f"packed tensor: pad bits past channel {c} are set (they must be 0)")
+    if kind == "ternary" and (section[0] & ~section[1]).any():
+        raise FormatError("packed tensor: ternary sign bits set on zero weights (mask 0)")
+    return tuple(shape)
+
+
 def unpack_levels(entry: dict, section: np.ndarray) -> np.ndarray:
     """The dense float32 levels (OC, KH, KW, C) of a packed tensor."""
-    if not isinstance(section, np.ndarray) or section.dtype != np.uint64:
-        raise FormatError("packed tensor: the section is not a uint64 array")
+    check_packed(entry, section)
     try:
         shape, kind = [int(s) for s in entry["shape"]], entry["levels"]
         c = shape[-1]
@@ -97,4 +135,4 @@ def packed(levels: np.ndarray, kind: str, bits: int = 1, step: int = 1, offset: 
     return Tensor(entry, section, {"bytes": section.nbytes})
 
 
-register_decoder("packed", unpack_levels)
+register_decoder("packed", unpack_levels, check_packed)

@@ -6,7 +6,9 @@ axis: (C, H, W) or (F,)) or raises :class:`FormatError` naming the op and the fi
 whose ``in_channels`` is not its input's channel count, a weight / scale / bias / threshold of
 the wrong size, a window larger than its (padded) input, an ``add`` of different shapes...
 ``tensor_shape(name)`` gives a tensor's logical shape (``lowbit.codec.model.ModelFile``'s
-``tensor_shape``).  Called by the runtime at load, so an edited file never runs.
+``tensor_shape``).  Called by the runtime at load, so an edited file never runs.  When
+``tensor_shape`` is a ModelFile's bound method, the values that must satisfy more than a shape
+are checked too (``ModelFile.check_op_values``: 0/1 flips, int32 thresholds, variances >= 0).
 """
 from __future__ import annotations
 
@@ -15,9 +17,16 @@ from typing import Any, Callable, Mapping
 
 from lowbit.codec.container import FormatError
 
-__all__ = ["infer"]
+__all__ = ["infer", "MAX_ELEMENTS"]
 
 Shape = tuple
+
+# The most values one tensor or one value (per image) may have: 2^28 (1 GiB as float32),
+# far above any model lowbit targets, and far below where the kernels' int32 indices or
+# numpy's sizes would wrap.  A file that declares more is refused before anything is
+# allocated (a sparse Deep-Compression tensor can declare any size in a few bytes).  Tests and
+# fuzzers may lower it (lowbit.codec.shapes.MAX_ELEMENTS = ...); compressed.decode reads it too.
+MAX_ELEMENTS = 1 << 28
 
 
 def _window(where: str, size: int, k: int, s: int, p: int, axis: str) -> int:
@@ -37,12 +46,15 @@ def _spatial(where: str, x: Shape, op: dict, pad: bool = True) -> tuple[int, int
 
 
 def _vector(where: str, field: str, shape: Shape | None, n: int, allow_scalar: bool = False) -> None:
+    """A per-channel vector: shape (n,) (or one value, () / (1,), where a scalar applies)."""
     if shape is None:
         return
     size = prod(shape)
     if not (size == n or (allow_scalar and size == 1)):
         want = f"{n}" + (" (or 1)" if allow_scalar else "")
         raise FormatError(f"{where}: field {field!r}: {size} values, expected {want}")
+    if len(shape) > 1:
+        raise FormatError(f"{where}: field {field!r}: shape {shape}, expected a vector ({n},)")
 
 
 def _conv(where: str, x: Shape, op: dict, ts: Callable) -> Shape:
@@ -142,13 +154,28 @@ def infer(graph: Mapping[str, Any], tensor_shape: Callable[[str], tuple], where:
     for spec in graph["inputs"]:
         if spec.get("shape") is None:
             raise FormatError(f"{where}: input {spec['name']!r}: field 'shape' is missing")
-        shapes[spec["name"]] = tuple(spec["shape"])
+        shapes[spec["name"]] = _bounded(f"{where}: input {spec['name']!r}", "shape",
+                                        tuple(spec["shape"]))
+    label = where
 
     def ts(name):
-        return None if name is None else tuple(tensor_shape(name))
+        if name is None:
+            return None
+        return _bounded(label, f"tensor {name!r}", tuple(tensor_shape(name)))
 
+    check_values = getattr(getattr(tensor_shape, "__self__", None), "check_op_values", None)
     for i, op in enumerate(graph["ops"]):
         label = f"{where}: op {i}" + (f" {op['name']!r}" if op.get("name") else "") + \
             f" ({op['op']})"
-        shapes[op["outputs"][0]] = _step(label, op, [shapes[v] for v in op["inputs"]], ts)
+        shapes[op["outputs"][0]] = _bounded(
+            label, "output", _step(label, op, [shapes[v] for v in op["inputs"]], ts))
+        if check_values is not None:
+            check_values(label, op)
     return shapes
+
+
+def _bounded(where: str, what: str, shape: Shape) -> Shape:
+    if prod(shape) > MAX_ELEMENTS:
+        raise FormatError(f"{where}: {what} has shape {shape}: {prod(shape)} values, more than "
+                          f"the {MAX_ELEMENTS} this lowbit allows")
+    return shape
