@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bitpack/bitpack.h"
+#include "bitpack/threshold.h"
 #include "bitpack/unpack.h"
 #include "common/threads.h"
 #include "graph/fgemm.h"
@@ -189,12 +190,24 @@ class RowBits {
     }
     pack_ = bitpack_detail::find_pack<float>(sp.s("path", "portable"));
     if (!pack_) sp.fail("no bitpack kernel for path '" + sp.s("path") + "'");
+    if (!s_.empty() && c % 64 == 0) {  // whole words: compare with t directly (threshold.h)
+      thr_ = threshold_detail::find_threshold(sp.s("path", "portable"));
+      t_.assign(sp.a<float>("t", 'f', c), sp.a<float>("t", 'f', c) + c);
+      flipw_.assign(static_cast<size_t>(c / 64), 0);
+      for (int64_t j = 0; j < c; ++j)
+        if (s_[static_cast<size_t>(j)] < 0.f) flipw_[static_cast<size_t>(j / 64)] |= uint64_t{1} << (j % 64);
+    }
   }
   // rows (n, c) floats (rewritten when thresholded) -> out (n, ceil(c/64)) words.  stream:
   // scratch of stream_words(n) words.  When c is not a multiple of 64 (a first layer's 20
   // channels), the block is packed as one bit stream by the SIMD kernel and each row's c bits
   // are cut out of it: no scalar loop and no call per short row.
   void pack(float* rows, int64_t n, uint64_t* out, uint64_t* stream) const {
+    if (thr_) {
+      const int64_t nw = c_ / 64;
+      for (int64_t r = 0; r < n; ++r) thr_(rows + r * c_, t_.data(), flipw_.data(), c_, out + r * nw);
+      return;
+    }
     if (!s_.empty())
       for (int64_t r = 0; r < n; ++r) {
         float* row = rows + r * c_;
@@ -222,8 +235,10 @@ class RowBits {
 
  private:
   int64_t c_;
-  std::vector<float> s_, st_;
+  std::vector<float> s_, st_, t_;
+  std::vector<uint64_t> flipw_;
   bitpack_detail::PackRowFn<float> pack_ = nullptr;
+  threshold_detail::ThresholdRowFn thr_ = nullptr;
 };
 
 class FConvOp : public Op {

@@ -290,3 +290,28 @@ def test_nonfinite_float_input_refused(tmp_path):
             rt.logits(x, normalized=True)
     np.testing.assert_array_equal(rt.logits(np.zeros((3, 1, 28, 28), np.float32), normalized=True),
                                   rt.logits(np.zeros((3, 1, 28, 28), np.float32) + 0, normalized=True))
+
+
+@pytest.mark.parametrize("oc", [20, 64, 128, 130])
+@pytest.mark.parametrize("between", ["none", "maxpool"])
+def test_float_conv_with_fused_sign_and_threshold(oc, between, tmp_path):
+    """A float conv whose output only a sign (or a BN read only by signs) reads emits the bits
+    itself, also through a max pool (OR / AND by the BN's direction): every channel count
+    (under one word, whole words, words + a tail) equals torch, bit for bit."""
+    from torch import nn
+    from lowbit.train.layers import QuantConv2d
+    torch.manual_seed(0)
+    pool = nn.MaxPool2d(2) if between == "maxpool" else nn.Identity()
+    sign_layer = QuantConv2d(oc, 8, 3, padding=1, bias=False, input_quantizer="ste_sign",
+                             weight_quantizer="ste_sign")
+    model = nn.Sequential(nn.Conv2d(2, oc, 3, padding=1), pool, nn.BatchNorm2d(oc), sign_layer)
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(4).standard_normal((5, 2, 10, 10)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x))
+    rn = _check(path, [ref], acc, x, True)
+    assert any(op["op"] == "batchnorm" for op in rn.ops) and rn.native.fused
