@@ -304,12 +304,63 @@ def test_augmentation_moves_pixels_and_boxes_together():
     assert boxes[0].tolist() == [[2, 4, 6, 8]]                   # inputs untouched
 
 
+def test_zoom_and_photometric_keep_boxes_on_their_pixels():
+    from lowbit.train.detect_fit import _augment
+    x = torch.zeros(3, 2, 48, 64)
+    x[:, :, 20:30, 24:36] = 1.0                                 # the object of every image
+    boxes = [np.array([[24, 20, 36, 30]], np.float32)] * 3
+    zooms = np.array([1.0, 1.5, 0.8])
+    y, b = _augment(x, boxes, None, None, zooms)
+    for i in range(3):
+        inside = (y[i, 0] > 0.5).nonzero().numpy()             # (row, col) of the object
+        x1, y1 = inside[:, 1].min(), inside[:, 0].min()
+        x2, y2 = inside[:, 1].max() + 1, inside[:, 0].max() + 1
+        np.testing.assert_allclose(b[i][0], [x1, y1, x2, y2], atol=1.0)
+    np.testing.assert_allclose(b[1][0], [(24 - 32) * 1.5 + 32, (20 - 24) * 1.5 + 24,
+                                         (36 - 32) * 1.5 + 32, (30 - 24) * 1.5 + 24])
+    torch.testing.assert_close(y[0], x[0])                     # zoom 1: unchanged
+    # zoomed in so far that less than half of a corner object stays: dropped
+    _, b = _augment(x, [np.array([[0, 0, 10, 10]], np.float32)] * 3, None, None,
+                    np.array([2.0, 2.0, 2.0]))
+    assert (b[0] == 0).all()
+    # photometric: boxes untouched; without noise exactly x * contrast + brightness
+    photo = (np.array([1.2, 0.8, 1.0]), np.array([[0.1, -0.1], [0.0, 0.2], [0.0, 0.0]]),
+             np.zeros(3), np.random.default_rng(0))
+    y, b = _augment(x, boxes, None, None, None, photo)
+    assert all((bb == boxes[0]).all() for bb in b)
+    torch.testing.assert_close(y[0, 1], x[0, 1] * 1.2 - 0.1)
+    torch.testing.assert_close(y[1, 1], x[1, 1] * 0.8 + 0.2)
+    photo = (np.ones(3), np.zeros((3, 2)), np.array([0.0, 0.1, 0.0]), np.random.default_rng(0))
+    y, _ = _augment(x, boxes, None, None, None, photo)
+    assert torch.equal(y[0], x[0]) and 0.05 < float((y[1] - x[1]).std()) < 0.15
+    assert boxes[0].tolist() == [[24, 20, 36, 30]]             # inputs untouched
+
+
+def test_stem_pool_and_blocks_per_stage():
+    m = build_detector("bnn", in_channels=3, num_classes=2, width=8, stride=8, stem_pool=True,
+                       blocks="1,2", head="quant")
+    names = [n for n, _ in m.stages.named_children()]
+    assert names == ["s2b1", "s3down", "s3b1", "s3b2"]
+    hm, size, off = m(torch.zeros(1, 3, 48, 64))
+    assert hm.shape == (1, 2, 6, 8) and size.shape == off.shape == (1, 2, 6, 8)
+    assert m.lowbit_spec["kwargs"]["blocks"] == [1, 2] and m.detector_args["stem_pool"]
+    assert build_detector(width=8, blocks=2).lowbit_spec["kwargs"]["blocks"] == 2
+    assert [n for n, _ in build_detector(width=8, blocks=[0, 1, 0]).stages.named_children()] \
+        == ["s2down", "s2b1", "s3down"]
+    for bad in ("1,2", [1, -1, 1], "a,b,c", True):
+        with pytest.raises(ValueError, match="blocks"):
+            build_detector(width=8, blocks=bad)
+    m = build_detector(width=8, stride=4, stem_pool=True, blocks=1)   # one stage, at stride 4
+    assert [n for n, _ in m.stages.named_children()] == ["s2b1"]
+    assert m(torch.zeros(1, 1, 16, 16))[0].shape == (1, 1, 4, 4)
+
+
 class Killed(Exception):
     pass
 
 
 TINY = dict(model="bnn", model_args=dict(width=8), epochs=2, batch_size=8, lr=3e-3,
-            shift=0.1, progress=False)
+            shift=0.1, scale=0.2, photometric=0.3, progress=False)
 
 
 def _states_equal(a, b):

@@ -125,7 +125,10 @@ def torch_runner(model, threads: int = 1, name: str = "torch-fp32") -> Runner:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
+            out = model(torch.from_numpy(x))
+            # a multi-output model (the detector's three maps): all are computed, the first
+            # is returned, as ORT's run and the lowbit runner's logits do
+            return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
     wb = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     return Runner(name, run, threads, {"weight_bytes": int(wb), "torch": torch.__version__})
 
@@ -133,18 +136,23 @@ def torch_runner(model, threads: int = 1, name: str = "torch-fp32") -> Runner:
 # -- ONNX ---------------------------------------------------------------------------------------
 
 def export_onnx(model, path: str | os.PathLike, input_shape=(1, 1, 28, 28), opset: int = 17) -> Path:
-    """fp32 ONNX file of ``model`` (eval mode) with a dynamic batch axis; returns the path."""
+    """fp32 ONNX file of ``model`` (eval mode) with a dynamic batch axis; returns the path.
+    A model with several outputs (a tuple, e.g. the detector's heatmap / size / offset) gets
+    the outputs ``logits``, ``output1``, ``output2``, ... ."""
     import torch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = torch.zeros(input_shape, dtype=torch.float32)
     with torch.no_grad(), warnings.catch_warnings():
+        y = model(x)
+        names = ["logits"] + [f"output{i}" for i in range(1, len(y))] \
+            if isinstance(y, (tuple, list)) else ["logits"]
         # the TorchScript exporter (dynamo=False) is deprecated in torch >= 2.9 but exact and
         # fast for these plain Sequential models; the dynamo exporter is not needed here
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, dynamo=False)
     return path
 
@@ -248,15 +256,18 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
 
 def make_baselines(model, workdir: str | os.PathLike, calib: np.ndarray | None,
                    threads: int = 1, systems=("torch-fp32", "ort-fp32", "ort-int8"),
-                   reduce_range: bool | None = None) -> list[Runner]:
+                   reduce_range: bool | None = None, input_shape=None) -> list[Runner]:
     """Runners for the float twin of ``model`` (ONNX files written to ``workdir``).  ``calib``:
-    normalised float32 calibration images (needed for ort-int8)."""
+    normalised float32 calibration images (needed for ort-int8); ``input_shape`` (C, H, W) of
+    the ONNX export (default: the calibration images', else 1x28x28)."""
     twin = float_twin(model)
     workdir = Path(workdir)
     out: list[Runner] = []
     fp32 = workdir / "model_fp32.onnx"
+    if input_shape is None:
+        input_shape = calib.shape[1:] if calib is not None else (1, 28, 28)
     if ("ort-fp32" in systems or "ort-int8" in systems) and not fp32.exists():
-        export_onnx(twin, fp32)
+        export_onnx(twin, fp32, (1,) + tuple(input_shape))
     for s in systems:
         if s == "torch-fp32":
             out.append(torch_runner(twin, threads))

@@ -30,6 +30,16 @@ def _positive(value: str) -> float:
     return v
 
 
+def _shift(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {value!r}") from None
+    if not 0.0 <= v < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {value!r}")
+    return v
+
+
 def _size(value: str) -> tuple[int, int]:
     parts = value.lower().replace(",", "x").split("x")
     try:
@@ -75,12 +85,21 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=_fraction, default=0.0,
                    help="the last frames go to images/val")
     p.add_argument("--sprites", default="auto", choices=["auto", "fashion", "shapes"])
+    p.add_argument("--videos", type=positive_int, default=None, metavar="N",
+                   help="write a training set of N videos instead (seeds SEED..SEED+N-1, each "
+                        "its own scene, noise and lighting; images/val from --val-videos more "
+                        "seeds); evaluate on a seed outside them")
+    p.add_argument("--every", type=positive_int, default=5, metavar="K",
+                   help="with --videos: keep every K-th frame of each video")
+    p.add_argument("--val-videos", type=int, default=2, metavar="V",
+                   help="with --videos: validation videos (seeds after the training ones)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_synth)
 
     p = dsub.add_parser("train", help="train a detector (binary backbone by default) on a "
                                       "YOLO-format folder; checkpoint every epoch; export")
-    p.add_argument("--data", required=True, metavar="DIR", help="YOLO folder (data.yaml)")
+    p.add_argument("--data", required=True, metavar="DIR", nargs="+",
+                   help="YOLO folder(s) (data.yaml); several are joined")
     p.add_argument("--model", default=None, help="backbone: bnn (default), xnor, bwn, twn, "
                                                   "dorefa:W,A,G, float")
     p.add_argument("--out", required=True, metavar="DIR",
@@ -90,7 +109,24 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=_positive, default=None)
     p.add_argument("--width", type=positive_int, default=None, help="backbone channels")
     p.add_argument("--stride", type=int, choices=[4, 8, 16], default=None)
-    p.add_argument("--blocks", type=positive_int, default=None, help="binary blocks per stage")
+    p.add_argument("--blocks", default=None,
+                   help="binary blocks per stage: N for every stage or one count per stage "
+                        "(e.g. 1,3)")
+    p.add_argument("--stem-pool", action=argparse.BooleanOptionalAction, default=None,
+                   help="max-pool after the stem conv (stages start at stride 4)")
+    p.add_argument("--head", choices=["float", "quant"], default=None,
+                   help="the head's 3x3 conv: float or the backbone's quantization")
+    p.add_argument("--head-channels", type=int, default=None,
+                   help="channels of the head's 3x3 conv (0: the backbone's last width)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default on)")
+    p.add_argument("--shift", type=_shift, default=None, metavar="FRACTION",
+                   help="random translations up to this fraction of the image size")
+    p.add_argument("--scale", type=_fraction, default=None, metavar="S",
+                   help="random zoom in [1/(1+S), 1+S] about the image centre")
+    p.add_argument("--photometric", type=_shift, default=None, metavar="P",
+                   help="random contrast 1+-P, brightness +-P (channel std units) and noise "
+                        "up to P/3")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true")
@@ -139,7 +175,8 @@ def _synth(a: argparse.Namespace) -> int:
     from lowbit.data.synth import synth_command
     return synth_command(a.out, a.frames, a.seed, a.size, a.fps, channels=a.channels,
                          classes=a.classes, objects=a.objects, static=a.static,
-                         val_fraction=a.val_fraction, sprites=a.sprites, overwrite=a.overwrite)
+                         val_fraction=a.val_fraction, sprites=a.sprites, overwrite=a.overwrite,
+                         videos=a.videos, every=a.every, val_videos=a.val_videos)
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -147,8 +184,13 @@ def _train(a: argparse.Namespace) -> int:
     if torch_missing():
         return fail("detect train", TORCH_HINT)
     from lowbit.train.detect_fit import train_command
+    blocks = a.blocks
+    if blocks is not None and blocks.strip().isdigit():
+        blocks = int(blocks)
     return train_command(a.data, a.model, a.out, a.epochs, a.batch_size, a.lr, a.width,
-                         a.stride, a.blocks, a.threads, a.resume, a.overwrite, a.seed)
+                         a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
+                         flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
+                         head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool)
 
 
 def _eval(a: argparse.Namespace) -> int:

@@ -49,7 +49,8 @@ from .idx import DataError
 from .yolo import write_data_yaml, write_labels
 
 __all__ = ["DEFAULT_CLASSES", "ground_homography", "homography_from_points",
-           "apply_homography", "Mover", "Scene", "make_scene", "make_video", "synth_command"]
+           "apply_homography", "Mover", "Scene", "make_scene", "make_video", "make_dataset",
+           "scene_variation", "synth_command"]
 
 DEFAULT_CLASSES = ("T-shirt/top", "Trouser", "Bag", "Sneaker")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -433,6 +434,84 @@ def make_video(out_dir, frames: int = 300, seed: int = 0, size=(160, 120), fps: 
             "boxes": boxes, "seconds": time.perf_counter() - start}
 
 
+def scene_variation(seed: int, frames: int, fps: float) -> dict:
+    """The per-video conditions :func:`make_dataset` draws with ``vary`` (a pure function of
+    ``seed``): pixel noise sigma 1-5, blur sigma 0.3-1.0, lighting amplitude 0-0.3 and an
+    object count between the default (2 + seconds, at least 3) and twice it."""
+    rng = np.random.default_rng([seed, 7])
+    n = max(3, round(2 + frames / fps))
+    return {"noise": round(float(rng.uniform(1.0, 5.0)), 3),
+            "blur": round(float(rng.uniform(0.3, 1.0)), 3),
+            "lighting": round(float(rng.uniform(0.0, 0.3)), 3),
+            "objects": int(rng.integers(n, 2 * n + 1))}
+
+
+def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
+                 size=(160, 120), fps: float = 30.0, classes=None, *, every: int = 5,
+                 val_videos: int = 2, vary: bool = True, overwrite: bool = False,
+                 progress: bool = True, **scene_options) -> dict:
+    """One YOLO data set from many synthetic videos, for a detector that generalises to scenes
+    it has not seen (one video has one background and a dozen sprites; a model trained on it
+    learns them, not the task).
+
+    Training images: every ``every``-th frame of ``videos`` videos of ``frames`` frames with
+    seeds ``seed .. seed + videos - 1`` (``images/train/s{seed}_{frame}.png``, labels alike);
+    validation images (``images/val``): the same from the next ``val_videos`` seeds, so
+    validation never sees a training scene.  Evaluate on a video whose seed is outside
+    ``seed .. seed + videos + val_videos - 1``.  Each seed has its own background, tint,
+    sprites, colours and motions; with ``vary`` also its own noise, blur, lighting amplitude
+    and object count (:func:`scene_variation`; explicit ``scene_options`` win).  Labels follow
+    :func:`make_video` (visible boxes, ``min_visibility``, ``min_box``).  ``meta.json`` lists
+    each video's seed, split and options.  The folder is written whole (``overwrite`` as in
+    :func:`make_video`).  Returns ``{"out", "train_images", "val_images", "boxes", "videos",
+    "seconds"}``."""
+    import cv2
+    from tqdm import tqdm
+    start = time.perf_counter()
+    for name, v, lo in (("videos", videos, 1), ("every", every, 1), ("val_videos", val_videos, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    seeds = [(seed + k, "train") for k in range(videos)] + \
+        [(seed + videos + k, "val") for k in range(val_videos)]
+    keep = list(range(0, frames, every))
+    info, counts, boxes, names = [], {"train": 0, "val": 0}, 0, None
+    with atomic_dir(out_dir, overwrite) as root:
+        for split in ("train", "val") if val_videos else ("train",):
+            for sub in ("images", "labels"):
+                (root / sub / split).mkdir(parents=True)
+        bar = tqdm(total=len(seeds) * len(keep), desc="synth", unit="frame", leave=False,
+                   file=sys.stderr, disable=None if progress else True)
+        for s, split in seeds:
+            opts = {**(scene_variation(s, frames, fps) if vary else {}), **scene_options}
+            scene = make_scene(frames, s, size, fps, classes, **opts)
+            names = scene.names
+            w, h = scene.size
+            for i in keep:
+                frame, ann = scene.render(i)
+                bgr = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+                stem = f"s{s}_{i:06d}"
+                cv2.imwrite(str(root / "images" / split / f"{stem}.png"), bgr)
+                lab = [a for a in ann if a["labelled"]]
+                write_labels(root / "labels" / split / f"{stem}.txt", [a["box"] for a in lab],
+                             [a["cls"] for a in lab], (w, h))
+                boxes += len(lab)
+                counts[split] += 1
+                bar.update(1)
+            info.append({"seed": s, "split": split, "objects": len(scene.movers),
+                         **{k: opts[k] for k in ("noise", "blur", "lighting") if k in opts}})
+        bar.close()
+        meta = {"kind": "lowbit synthetic data set", "seeds": [seed, seed + len(seeds) - 1],
+                "size": list(size), "fps": fps, "frames": frames, "every": every,
+                "classes": list(names), "vary": vary, "videos": info}
+        (root / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_data_yaml(root, names, val="images/val" if val_videos else None,
+                        path=Path(out_dir), comment=f"lowbit synthetic data set, seeds {seed}.."
+                        f"{seed + len(seeds) - 1} ({videos} train, {val_videos} val videos)")
+    return {"out": Path(out_dir), "train_images": counts["train"],
+            "val_images": counts["val"], "boxes": boxes, "videos": len(seeds),
+            "seconds": time.perf_counter() - start}
+
+
 def _parse_size(size) -> tuple[int, int]:
     if isinstance(size, str):
         parts = size.lower().replace(",", "x").split("x")
@@ -445,15 +524,29 @@ def _parse_size(size) -> tuple[int, int]:
 def synth_command(out, frames: int = 300, seed: int = 0, size=(160, 120), fps: float = 30.0,
                   *, channels: int = 3, classes=None, objects: int | None = None,
                   static: bool = False, val_fraction: float = 0.0, sprites: str = "auto",
-                  overwrite: bool = False, progress: bool = True) -> int:
+                  overwrite: bool = False, progress: bool = True, videos: int | None = None,
+                  every: int = 5, val_videos: int = 2) -> int:
     """``lowbit detect synth``: one result line on stdout, 0; a user error is one
     ``lowbit detect synth: error: ...`` line on stderr and 2.  ``classes`` may be a
     comma-separated string, ``size`` a ``WxH`` string; ``static`` turns off lighting change,
-    noise and blur."""
+    noise and blur.  ``videos``: write a multi-video training set (:func:`make_dataset`:
+    ``videos`` training seeds from ``seed``, ``val_videos`` validation seeds after them, every
+    ``every``-th frame) instead of one video."""
     try:
         if isinstance(classes, str):
             classes = [c.strip() for c in classes.split(",") if c.strip()]
         extra = {"noise": 0.0, "blur": 0.0, "lighting": 0.0} if static else {}
+        if videos is not None:
+            if objects is not None:
+                extra["objects"] = objects
+            r = make_dataset(out, videos, frames, seed, _parse_size(size), fps, classes,
+                             every=every, val_videos=val_videos, vary=not static,
+                             channels=channels, sprites=sprites, overwrite=overwrite,
+                             progress=progress, **extra)
+            print(f"wrote {r['train_images']} training and {r['val_images']} validation images "
+                  f"({r['boxes']} boxes) of {r['videos']} videos, seeds {seed}.."
+                  f"{seed + r['videos'] - 1}, to {r['out']} in {r['seconds']:.1f} s")
+            return 0
         r = make_video(out, frames, seed, _parse_size(size), fps, classes, channels=channels,
                        objects=objects, val_fraction=val_fraction, sprites=sprites,
                        overwrite=overwrite, progress=progress, **extra)

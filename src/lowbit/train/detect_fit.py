@@ -3,8 +3,10 @@
 ``fit_detector(train, val)`` is :func:`lowbit.train.loop.fit` for detection: seeded; Adam with a
 per-step cosine schedule; uint8 images normalised per channel (``Normalization.from_images`` of
 the training images, through the same look-up tables as the runtime); cheap augmentation --
-horizontal flips (``flip``, on by default) and translations by up to ``shift`` of the image size
-(off by default), boxes moved with the pixels, drawn as a pure function of (seed, epoch); the
+horizontal flips (``flip``), zooms in ``[1/(1+scale), 1+scale]`` about the centre, translations
+by up to ``shift`` of the image size, boxes moved with the pixels, and photometric changes of
+strength ``photometric`` (contrast, brightness per image and channel, Gaussian noise; in
+channel-std units), drawn as a pure function of (seed, epoch); the
 :mod:`lowbit.train.detect_loss` loss; latent weights clipped after every step (``post_step``);
 a checkpoint written atomically after every epoch (model, optimizer, schedule, RNG states,
 epoch, config with backbone / channels / classes / stride / input shape, normalisation), from
@@ -44,13 +46,17 @@ from .export import build_graph, export_model
 from .loop import resolve_device, seed_everything
 from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
 
-__all__ = ["DEFAULTS", "DetectFitResult", "fit_detector", "evaluate_detector",
+__all__ = ["DEFAULTS", "MODEL_DEFAULTS", "DetectFitResult", "fit_detector", "evaluate_detector",
            "export_detector", "train_command", "load_data", "CHECKPOINT", "MODEL_FILE"]
 
 DEFAULTS: dict[str, Any] = {"epochs": 30, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
-                            "flip": True, "shift": 0.0, "seed": 0, "optimizer": "adam",
+                            "flip": True, "shift": 0.0, "scale": 0.0, "photometric": 0.0,
+                            "seed": 0, "optimizer": "adam",
                             "schedule": "cosine"}
 CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
+# the architecture ``detect train`` builds unless told otherwise (build_detector's own defaults
+# are the plain layout of lowbit.train.detector's docstring)
+MODEL_DEFAULTS: dict[str, Any] = {}
 
 
 @dataclass
@@ -83,10 +89,53 @@ def _data(data, what: str) -> SimpleNamespace:
                            names=list(names) if names is not None else None)
 
 
-def _augment(x: torch.Tensor, boxes: list, flips, shifts) -> tuple[torch.Tensor, list]:
-    """Horizontal flips (bool (B,) or None) and translations (int (B, 2) pixels dx, dy, or
-    None) of a normalised batch (B, C, H, W) and its boxes.  Uncovered pixels get 0 (the
-    channel mean); a box keeps its clipped part when that is at least half of it."""
+def _keep_half(b: np.ndarray, W: int, H: int) -> np.ndarray:
+    """Boxes ``b`` (k, 4) clipped to the image; one with less than half of it left inside
+    becomes an all-zero box (no area: no target)."""
+    c = np.clip(b, 0, [W, H, W, H]).astype(np.float32)
+    area = lambda v: (v[:, 2] - v[:, 0]) * (v[:, 3] - v[:, 1])  # noqa: E731
+    return np.where((area(c) >= 0.5 * area(b))[:, None], c, 0 * c)
+
+
+def _zoom(x: torch.Tensor, boxes: list, zooms: np.ndarray) -> tuple[torch.Tensor, list]:
+    """Scale each image (B, C, H, W) by ``zooms`` (B,) about its centre (bilinear; uncovered
+    pixels 0, the channel mean) and its boxes alike: ``u' = (u - W/2) z + W/2``."""
+    import torch.nn.functional as F
+    B, _, H, W = x.shape
+    z = torch.from_numpy(np.asarray(zooms, np.float32)).to(x.device)
+    theta = torch.zeros(B, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / z               # output -> input, normalised coords
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    centre = np.array([W / 2, H / 2, W / 2, H / 2], np.float32)
+    out = [_keep_half((b - centre) * np.float32(zf) + centre, W, H) if len(b) else b
+           for b, zf in zip(boxes, zooms)]
+    return y, out
+
+
+def _photometric(x: torch.Tensor, contrast, brightness, noise, rng) -> torch.Tensor:
+    """``x * contrast + brightness + noise * N(0, 1)`` on a normalised batch: contrast (B,),
+    brightness (B, C) and noise sigma (B,) in units of the channel's standard deviation; the
+    normal draws come from ``rng`` (numpy, so a run is reproducible and resumes exactly)."""
+    B, C = x.shape[:2]
+    dev = x.device
+    c = torch.from_numpy(np.asarray(contrast, np.float32)).to(dev).view(B, 1, 1, 1)
+    b = torch.from_numpy(np.asarray(brightness, np.float32)).to(dev).view(B, C, 1, 1)
+    y = x * c + b
+    if noise is not None and np.any(noise):
+        n = torch.from_numpy(rng.standard_normal(tuple(x.shape), dtype=np.float32)).to(dev)
+        y = y + n * torch.from_numpy(np.asarray(noise, np.float32)).to(dev).view(B, 1, 1, 1)
+    return y
+
+
+def _augment(x: torch.Tensor, boxes: list, flips, shifts, zooms=None,
+             photo=None) -> tuple[torch.Tensor, list]:
+    """Horizontal flips (bool (B,) or None), zooms about the centre (float (B,) or None,
+    :func:`_zoom`), translations (int (B, 2) pixels dx, dy, or None) and photometric changes
+    (``photo`` = (contrast (B,), brightness (B, C), noise sigma (B,), numpy rng) or None,
+    :func:`_photometric`) of a normalised batch (B, C, H, W) and its boxes, in that order.
+    Uncovered pixels get 0 (the channel mean); a box keeps its clipped part when that is at
+    least half of it."""
     B, _, H, W = x.shape
     boxes = [b.copy() for b in boxes]
     if flips is not None and flips.any():
@@ -94,16 +143,17 @@ def _augment(x: torch.Tensor, boxes: list, flips, shifts) -> tuple[torch.Tensor,
         for i in np.flatnonzero(flips):
             boxes[i] = np.stack([W - boxes[i][:, 2], boxes[i][:, 1], W - boxes[i][:, 0],
                                  boxes[i][:, 3]], 1)
+    if zooms is not None and np.any(zooms != 1):
+        x, boxes = _zoom(x, boxes, zooms)
+    if photo is not None:
+        x = _photometric(x, *photo)
     if shifts is None or not shifts.any():
         return x, boxes
     y = torch.zeros_like(x)
     for i, (dx, dy) in enumerate(shifts.tolist()):
         y[i, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] = \
             x[i, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
-        b = boxes[i] + np.array([dx, dy, dx, dy], np.float32)
-        c = np.clip(b, 0, [W, H, W, H]).astype(np.float32)
-        area = lambda v: (v[:, 2] - v[:, 0]) * (v[:, 3] - v[:, 1])  # noqa: E731
-        boxes[i] = np.where((area(c) >= 0.5 * area(b))[:, None], c, 0 * c)   # dropped: no area
+        boxes[i] = _keep_half(boxes[i] + np.array([dx, dy, dx, dy], np.float32), W, H)
     return y, boxes
 
 
@@ -191,6 +241,14 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
     reach = np.round(float(config.get("shift", 0.0)) * np.array(d.images.shape[:1:-1]))
     reach = reach.astype(np.int64)                                          # (W, H) pixels
     shifts = rng.integers(-reach, reach + 1, (n, 2)) if reach.any() else None    # (n, 2)
+    rng2 = np.random.default_rng([seed, epoch, 2])        # zoom / photometric (added later)
+    zs = float(config.get("scale", 0.0))
+    zooms = np.exp(rng2.uniform(-math.log1p(zs), math.log1p(zs), n)) if zs > 0 else None
+    ps, nc = float(config.get("photometric", 0.0)), d.images.shape[1]
+    if ps > 0:
+        contrast = rng2.uniform(1 - ps, 1 + ps, n)
+        brightness = rng2.uniform(-ps, ps, (n, 1)) + rng2.uniform(-ps / 3, ps / 3, (n, nc))
+        noise = rng2.uniform(0, ps / 3, n)
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}", unit="batch",
@@ -200,8 +258,11 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
         set_lr(opt, lr)
         idx = order[i * bs:(i + 1) * bs]
         x = images.batch(torch.from_numpy(idx).to(dev))[0]                  # (B, C, H, W)
+        photo = (contrast[idx], brightness[idx], noise[idx],
+                 np.random.default_rng([seed, epoch, 3, i])) if ps > 0 else None
         x, boxes = _augment(x, [d.boxes[j] for j in idx], None if flips is None else flips[idx],
-                            None if shifts is None else shifts[idx])
+                            None if shifts is None else shifts[idx],
+                            None if zooms is None else zooms[idx], photo)
         t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev)
         loss, parts = detection_loss(model(x), t)
         opt.zero_grad(set_to_none=True)
@@ -228,8 +289,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  model_args: dict | None = None, epochs: int | None = None,
                  lr: float | None = None, batch_size: int | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
-                 shift: float | None = None,
-                 seed: int | None = None, out_dir: str | Path | None = None,
+                 shift: float | None = None, scale: float | None = None,
+                 photometric: float | None = None, seed: int | None = None, out_dir: str | Path | None = None,
                  resume: bool = False, overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
                  on_epoch_end: Callable[[dict], None] | None = None) -> DetectFitResult:
@@ -253,9 +314,14 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     if shift is not None and not 0 <= shift < 0.5:
         raise ValueError(f"shift: expected a fraction of the image size in [0, 0.5), got "
                          f"{shift!r}")
+    if scale is not None and not 0 <= scale <= 1:
+        raise ValueError(f"scale: expected a zoom range in [0, 1] (zoom in [1/(1+s), 1+s]), "
+                         f"got {scale!r}")
+    if photometric is not None and not 0 <= photometric < 1:
+        raise ValueError(f"photometric: expected a strength in [0, 1), got {photometric!r}")
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                      weight_decay=weight_decay, flip=flip,
-                                      shift=shift).items()
+                                      weight_decay=weight_decay, flip=flip, shift=shift,
+                                      scale=scale, photometric=photometric).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None
@@ -323,10 +389,37 @@ def export_detector(model: nn.Module, path: str | Path, normalization: Normaliza
     return export_model(model, path, norm, meta=meta, input_shape=tuple(input_shape))
 
 
-def load_data(root: str | Path, val_fraction: float = 0.15):
+def _concat(parts: list, what: str):
+    """One data set of several (images of one shape, the same class names)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    shapes = {p.images.shape[1:] for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"{what}: the folders' images differ in (C, H, W): {sorted(shapes)}")
+    names = {tuple(p.names) for p in parts if p.names}
+    if len(names) > 1:
+        raise ValueError(f"{what}: the folders' class names differ: {sorted(names)}")
+    return SimpleNamespace(images=np.concatenate([p.images for p in parts]),
+                           boxes=[b for p in parts for b in p.boxes],
+                           classes=[c for p in parts for c in p.classes],
+                           names=list(next(iter(names))) if names else None)
+
+
+def load_data(root, val_fraction: float = 0.15):
     """``(train, val)`` of a YOLO folder (``lowbit.data.yolo.load_yolo``): its ``val`` split
     when it has one of its own, else the last ``val_fraction`` of the training images (in file
-    order: for video frames a contiguous stretch, not neighbours of training frames)."""
+    order: for video frames a contiguous stretch, not neighbours of training frames).
+    ``root`` may also be a list of folders (or a comma-separated string of them): each is
+    split so and the parts are joined (same image size and class names)."""
+    if isinstance(root, str) and "," in root:
+        root = [r for r in root.split(",") if r.strip()]
+    if isinstance(root, (list, tuple)):
+        if len(root) == 1:
+            return load_data(root[0], val_fraction)
+        pairs = [load_data(r, val_fraction) for r in root]
+        return (_concat([t for t, _ in pairs], "training data"),
+                _concat([v for _, v in pairs], "validation data"))
     from lowbit.data import DataError
     from lowbit.data.yolo import load_yolo
     raw = load_yolo(root, "train")
@@ -350,19 +443,23 @@ def load_data(root: str | Path, val_fraction: float = 0.15):
 def train_command(data: str | Path, model: str | None = None, out: str | Path = "runs/detect",
                   epochs: int | None = None, batch_size: int | None = None,
                   lr: float | None = None, width: int | None = None, stride: int | None = None,
-                  blocks: int | None = None, threads: int | None = None, resume: bool = False,
-                  overwrite: bool = False, seed: int | None = None, flip: bool | None = None,
-                  shift: float | None = None, progress: bool = True) -> int:
+                  blocks: int | str | None = None, threads: int | None = None,
+                  resume: bool = False, overwrite: bool = False, seed: int | None = None,
+                  flip: bool | None = None, shift: float | None = None,
+                  scale: float | None = None, photometric: float | None = None,
+                  head: str | None = None, head_channels: int | None = None,
+                  stem_pool: bool | None = None, progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
     ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
     ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
-    ``float``); arguments left None take their defaults (width 16, stride 8, blocks 1,
-    :data:`DEFAULTS`) or, with ``resume``, the run's own.  Returns 0, or 2 after one
-    ``lowbit detect train: error: ...`` line on bad input."""
+    ``float``); ``data``: a YOLO folder or a list of them; arguments left None take their
+    defaults (:data:`MODEL_DEFAULTS`, :data:`DEFAULTS`) or, with ``resume``, the run's own.
+    Returns 0, or 2 after one ``lowbit detect train: error: ...`` line on bad input."""
     from lowbit.cliargs import check_out_dir, fail
     cmd = "detect train"
     for flag, value, lo in (("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
-                            ("--width", width, 1), ("--blocks", blocks, 0),
+                            ("--width", width, 1), ("--head-channels", head_channels, 0),
+                            ("--blocks", None if isinstance(blocks, str) else blocks, 0),
                             ("--threads", threads, 1)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < lo):
             return fail(cmd, f"{flag}: expected an integer >= {lo}, got {value!r}")
@@ -378,11 +475,14 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
             raise ValueError(f"--out {out}: a checkpoint is already there; pass --resume to "
                              f"continue it or --overwrite to start again")
         train, val = load_data(data)
-        args = {k: v for k, v in dict(width=width, stride=stride, blocks=blocks).items()
-                if v is not None}
+        args = {k: v for k, v in dict(width=width, stride=stride, blocks=blocks, head=head,
+                                      head_channels=head_channels,
+                                      stem_pool=stem_pool).items() if v is not None}
+        if not (resume and (out_dir / CHECKPOINT).exists()):     # a new run
+            args = {**MODEL_DEFAULTS, **args}
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
-                           out_dir=out_dir,
+                           scale=scale, photometric=photometric, out_dir=out_dir,
                            resume=resume, overwrite=overwrite, threads=threads,
                            progress=progress)
         size = export_detector(res.model, out_dir / MODEL_FILE, res.normalization,

@@ -10,10 +10,12 @@ fully convolutional ``nn.Module`` whose forward gives three maps on the ``stride
 (Zhou et al. 2019, "Objects as Points"; FOMO's centroid on a 1/8 grid.)  Layout, with ``c =
 width``::
 
-    stem      Conv2d(in, c, 3, stride 2, pad 1) -> BN -> act       float by default
-              (act: Hardtanh for binary-input backbones, ReLU otherwise)
-    stages    stage 1 at stride 2: ``blocks`` blocks, c channels; then one stage per further
-              halving (stride 4, 8, 16): a downsampling block c -> 2c, then ``blocks`` blocks
+    stem      Conv2d(in, c, 3, stride 2, pad 1) [-> MaxPool2d(2)] -> BN -> act
+              float by default (act: Hardtanh for binary-input backbones, ReLU otherwise);
+              ``stem_pool`` adds the max pool (the stem then ends at stride 4)
+    stages    stage 1 at the stem's stride: ``blocks`` blocks, c channels; then one stage per
+              further halving (up to ``stride``): a downsampling block c -> 2c, then
+              ``blocks`` blocks (``blocks``: one count for all stages, or one per stage)
     block     y = BN(QConv3x3(a(x))) + x                                    (Bi-Real style)
     down      y = BN(QConv3x3_s2(a(x))) + BN(Conv1x1(AvgPool2d(2)(x)))      (float shortcut)
     head      Conv2d(C, h, 3, pad 1) -> BN -> ReLU, then three float 1x1 convs (with bias)
@@ -109,19 +111,23 @@ class DetectorNet(nn.Module):
     ``(heatmap_logits (N, K, h, w), size (N, 2, h, w), offset (N, 2, h, w))``."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int, stride: int,
-                 blocks: int, head_channels: int, binary_stem_act: bool, preact: bool):
+                 blocks, head_channels: int, binary_stem_act: bool, preact: bool,
+                 stem_pool: bool = False):
         super().__init__()
         c = width
-        self.stem = nn.Sequential(OrderedDict([
-            ("conv", nn.Conv2d(in_channels, c, 3, 2, 1, bias=False)),
+        stem = [("conv", nn.Conv2d(in_channels, c, 3, 2, 1, bias=False))]
+        if stem_pool:
+            stem.append(("pool", nn.MaxPool2d(2)))
+        self.stem = nn.Sequential(OrderedDict(stem + [
             ("bn", nn.BatchNorm2d(c)),
             ("act", nn.Hardtanh() if binary_stem_act else nn.ReLU())]))
         stages: list[tuple[str, nn.Module]] = []
-        for s in range(int(math.log2(stride))):       # s = 0 at stride 2, then one per halving
-            if s > 0:
+        first = 2 if stem_pool else 1                 # the stem's own halvings
+        for k, s in enumerate(range(first - 1, int(math.log2(stride)))):   # s = 0 at stride 2
+            if k > 0:
                 stages.append((f"s{s + 1}down", Block(c, 2 * c, 2, preact)))
                 c *= 2
-            for b in range(blocks):
+            for b in range(blocks[k]):
                 stages.append((f"s{s + 1}b{b + 1}", Block(c, c, 1, preact)))
         self.stages = nn.Sequential(OrderedDict(stages))
         self.head = Head(c, head_channels, num_classes)
@@ -131,34 +137,58 @@ class DetectorNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+def _parse_blocks(blocks, stages: int):
+    """``blocks`` as a tuple of ``stages`` counts: an int (every stage), ``"1,2,2"`` or a list
+    (one count per stage, the first at the stem's stride)."""
+    if isinstance(blocks, bool):
+        raise ValueError(f"blocks: expected an integer or one count per stage, got {blocks!r}")
+    if isinstance(blocks, int):
+        return blocks if blocks >= 0 else None, (blocks,) * stages
+    try:
+        parts = blocks.replace("-", ",").split(",") if isinstance(blocks, str) else list(blocks)
+        counts = tuple(int(str(v).strip()) for v in parts if str(v).strip())
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"blocks: expected an integer or one count per stage such as '1,2,2', "
+                         f"got {blocks!r}") from None
+    if len(counts) != stages or min(counts, default=0) < 0:
+        raise ValueError(f"blocks: expected {stages} counts >= 0 (one per stage), got {blocks!r}")
+    return list(counts), counts
+
+
 def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int = 1,
                    width: int = 16, stride: int = 8, head: str = "float", stem: str = "float",
-                   blocks: int = 1, head_channels: int = 0) -> nn.Module:
+                   blocks=1, head_channels: int = 0, stem_pool: bool = False) -> nn.Module:
     """The detector of the module docstring.  ``backbone``: ``bnn`` | ``xnor`` | ``bwn`` |
     ``twn`` | ``dorefa:W,A,G`` | ``float``; ``width`` 8..64 (16-32 for the embedded default);
-    ``stride`` 4, 8 or 16; ``blocks`` stride-1 blocks per stage; ``head`` / ``stem``
-    ``"float"`` (default) or ``"quant"``; ``head_channels`` of the head's 3x3 conv (0: the
-    backbone's last width).  The model carries ``detector_args`` (all arguments),
-    ``lowbit_spec`` (builder name + those arguments, for checkpoints) and ``stride`` /
-    ``num_classes`` attributes."""
+    ``stride`` 4, 8 or 16; ``blocks`` stride-1 blocks per stage (an int for every stage, or
+    one count per stage: ``"1,2,2"``); ``head`` / ``stem`` ``"float"`` (default) or
+    ``"quant"``; ``head_channels`` of the head's 3x3 conv (0: the backbone's last width);
+    ``stem_pool``: a MaxPool2d(2) after the stem conv (stem at stride 4: no binary stage at
+    stride 2, where few channels make binary convs least efficient).  The model carries
+    ``detector_args`` (all arguments), ``lowbit_spec`` (builder name + those arguments, for
+    checkpoints) and ``stride`` / ``num_classes`` attributes."""
     b = _check_backbone(backbone)
-    args = dict(backbone=b, in_channels=int(in_channels), num_classes=int(num_classes),
-                width=int(width), stride=int(stride), head=head, stem=stem, blocks=int(blocks),
-                head_channels=int(head_channels))
     if int(stride) not in STRIDES:
         raise ValueError(f"stride: expected one of {STRIDES}, got {stride!r}")
+    stem_pool = bool(stem_pool)
+    stages = int(math.log2(int(stride))) - (1 if stem_pool else 0)     # >= 1: stride >= 4
+    spec_blocks, counts = _parse_blocks(blocks, stages)
+    args = dict(backbone=b, in_channels=int(in_channels), num_classes=int(num_classes),
+                width=int(width), stride=int(stride), head=head, stem=stem, blocks=spec_blocks,
+                head_channels=int(head_channels), stem_pool=stem_pool)
     for key in ("in_channels", "num_classes", "width"):
         if args[key] < 1:
             raise ValueError(f"{key}: expected a positive integer, got {args[key]}")
-    if args["blocks"] < 0 or args["head_channels"] < 0:
+    if spec_blocks is None or args["head_channels"] < 0:
         raise ValueError("blocks and head_channels must be >= 0")
     for key in ("head", "stem"):
         if args[key] not in ("float", "quant"):
             raise ValueError(f"{key}: expected 'float' or 'quant', got {args[key]!r}")
-    last = args["width"] * stride // 2
+    last = args["width"] * 2 ** (stages - 1)
     model = DetectorNet(args["in_channels"], args["num_classes"], args["width"], args["stride"],
-                     args["blocks"], args["head_channels"] or last,
-                     binary_stem_act=b not in _FLOAT_INPUT, preact=b in _FLOAT_INPUT)
+                        counts, args["head_channels"] or last,
+                        binary_stem_act=b not in _FLOAT_INPUT, preact=b in _FLOAT_INPUT,
+                        stem_pool=stem_pool)
     if b != "float":
         skip = ["head.heatmap", "head.size", "head.offset"]
         skip += [n for n, m in model.named_modules() if n.endswith(".down.conv")]
