@@ -218,7 +218,11 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
     if norm is None:
         from lowbit.data import load as load_data
         norm = Normalization.from_images(load_data("train", root)[0])
-    calib_x = BL.calibration_images(calib, root, seed, norm) if "ort-int8" in systems else None
+    calib_x = None
+    if "ort-int8" in systems:       # Fashion-MNIST; other inputs (a detector's frames): random
+        calib_x = BL.calibration_images(calib, root, seed, norm) if shape == (1, 28, 28) else \
+            norm.apply(np.random.default_rng([seed, 1]).integers(0, 256, (calib,) + shape,
+                                                                 dtype=np.uint8))
     from lowbit.data import load as load_data
     test_x, test_y = load_data("test", root) if want_acc else (None, None)
     rng = np.random.default_rng(seed)
@@ -229,8 +233,8 @@ def sweep_model(path: str, batches=(1,), threads=(1,), repeats: int = 21, warmup
         cache: dict[int, list] = {}
 
         def make(t):
-            cache[t] = [lowbit_runner(path, t)] + list(BL.make_baselines(model, tmp, calib_x, t,
-                                                                         systems))
+            cache[t] = [lowbit_runner(path, t)] + list(BL.make_baselines(
+                model, tmp, calib_x, t, systems, input_shape=shape))
             return cache[t]
         records = M.sweep(make, bench_x, _ints(batches), _ints(threads), repeats=repeats,
                           warmup=warmup, method=method, progress=progress)
