@@ -28,6 +28,7 @@ from lowbit.data import DataError, data_kind, load, train_val_split  # noqa: E40
 
 from .checkpoint import (CheckpointError, build_model, builder_kwargs, load_checkpoint,  # noqa: E402
                          load_model)
+from . import distributed  # noqa: E402
 from .loop import evaluate, fit, resolve_device  # noqa: E402
 from .summary import format_table, summarize  # noqa: E402
 
@@ -186,6 +187,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     if sched is not None:
         detach(result.model)
     wall = time.perf_counter() - t0
+    if distributed.world_from_env()[0] != 0:   # torchrun: rank 0 alone reports and writes
+        return 0
     acc = evaluate(result.model, test_images, test_labels)
     dev = resolve_device(device)
     summary_ = summarize(result.model, (1, *shape))

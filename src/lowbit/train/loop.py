@@ -18,6 +18,7 @@ Contract with quantized / pruned layers: after every optimizer step ``fit`` call
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from lowbit.data import Normalization, batch_order
 
-from . import registry
+from . import distributed, registry
 from .checkpoint import (build_model, load_checkpoint, model_spec, save_checkpoint,
                          set_rng_state)
 from .dataset import ImageSet, check_arrays
@@ -79,18 +80,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _eval_set(model: nn.Module, data: ImageSet, batch_size: int = 1000) -> tuple[float, float]:
+def _eval_set(model: nn.Module, data: ImageSet, batch_size: int = 1000,
+              ctx: distributed.Context | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) on ``data``; with a distributed ``ctx`` each rank evaluates its
+    shard and the sums are all-reduced."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=data.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    part = distributed.shard(len(data), ctx.rank, ctx.world) if ctx else slice(0, len(data))
     with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            x, y = data.batch(slice(start, start + batch_size))
+        for start in range(part.start, part.stop, batch_size):
+            x, y = data.batch(slice(start, min(start + batch_size, part.stop)))
             out = model(x)
             loss += F.cross_entropy(out, y, reduction="sum").double()
             correct += (out.argmax(1) == y).sum()
     model.train(was_training)
+    if ctx is not None:
+        loss, correct = ctx.sum(loss, correct)
     n = max(1, len(data))
     return loss.item() / n, correct.item() / n
 
@@ -148,7 +155,15 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
+def fit(model: nn.Module | str, train, val=None, **kwargs: Any) -> FitResult:
+    ctx = distributed.setup(resolve_device(kwargs.get("device", "auto")))
+    try:
+        return _fit(model, train, val, _ctx=ctx, **kwargs)
+    finally:
+        ctx.close()
+
+
+def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         lr: float | None = None, batch_size: int | None = None, optimizer: Any = None,
         schedule: str | None = None, weight_decay: float | None = None, seed: int | None = None,
         device: str | torch.device = "auto", out_dir: str | Path | None = None,
@@ -156,7 +171,8 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         normalization: Normalization | None = None, name: str | None = None,
         kwargs: dict | None = None, progress: bool = True,
         loss_fn: Callable = F.cross_entropy,
-        on_epoch_end: Callable[[dict], None] | None = None, **settings: Any) -> FitResult:
+        on_epoch_end: Callable[[dict], None] | None = None, sync_bn: bool = False,
+        _ctx: distributed.Context = distributed.Context(), **settings: Any) -> FitResult:
     """Train ``model`` on ``train = (images, labels)``, checking ``val`` after every epoch.
 
     ``model`` is a registry name (built after seeding, with ``kwargs``) or an ``nn.Module``
@@ -168,10 +184,15 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     ``overwrite``).
     ``threads`` sets ``torch.set_num_threads``.  ``on_epoch_end(metrics)`` runs after each
     epoch's checkpoint is written.  Extra ``settings`` (momentum, lr_step, ...) join the config.
+
+    Started by torchrun with several ranks (``WORLD_SIZE > 1``), ``fit`` trains data-parallel
+    (DistributedDataParallel; ``batch_size`` stays the global batch, rank 0 alone writes and
+    prints; ``sync_bn``: SyncBatchNorm, GPUs only): ``lowbit.train.distributed``.
     """
     if threads:
         torch.set_num_threads(int(threads))
-    dev = resolve_device(device)
+    dev = _ctx.device(resolve_device(device))
+    progress = progress and _ctx.main
     if dev.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -241,6 +262,7 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     model.normalization = norm
     if name is not None:
         model.lowbit_spec = {"name": name, "kwargs": dict(kwargs or {})}
+    net = _ctx.wrap(model, dev, sync_bn)          # DDP around the model when distributed
     train_set = ImageSet(train_x, train_y, norm, dev, "train images")
     val_set = ImageSet(*val_arrays, norm, dev, "validation images") if val_arrays else None
 
@@ -279,35 +301,47 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         for i in bar:
             lr_now = lr_at(sched, epoch * steps + i)
             set_lr(opt, lr_now)
-            x, y = train_set.batch(order[i * bs:(i + 1) * bs])
-            out = model(x)
+            idx = order[i * bs:(i + 1) * bs]
+            weight = 1.0
+            if _ctx.active:           # this rank's share; its loss weighted as in the batch
+                part = idx[distributed.shard(len(idx), _ctx.rank, _ctx.world)]
+                weight = _ctx.world * len(part) / len(idx)
+                idx = part if len(part) else idx      # (nothing left: run, but weigh 0)
+            x, y = train_set.batch(idx)
+            out = net(x)
             loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             opt.step()
             if post:
                 with torch.no_grad():
                     for m in post:
                         m.post_step()
-            sum_loss += loss.detach().double() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
+            if weight:
+                sum_loss += loss.detach().double() * len(y)
+                correct += (out.detach().argmax(1) == y).sum()
             if progress and (i % 25 == 0 or i == steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_now:.2e}")
         bar.close()
+        sum_loss, correct = _ctx.sum(sum_loss, correct)
+        _ctx.check_in_step(model, f"after epoch {epoch + 1}")
+        _ctx.broadcast_buffers(model)          # rank 0's BatchNorm statistics everywhere
         train_loss, train_acc = sum_loss.item() / n, correct.item() / n
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}; the run "
                                      f"diverged (try a lower --lr)")
         rec = {"epoch": epoch + 1, "lr": lr_now, "train_loss": train_loss, "train_acc": train_acc}
         if val_set is not None:
-            rec["val_loss"], rec["val_acc"] = _eval_set(model, val_set)
+            rec["val_loss"], rec["val_acc"] = _eval_set(model, val_set, ctx=_ctx if _ctx.active
+                                                        else None)
         rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
-        if ckpt_path is not None:
+        if ckpt_path is not None and _ctx.main:
             save_checkpoint(ckpt_path, model, name=name, kwargs=kwargs, optimizer=opt,
                             schedule=sched, epoch=epoch + 1, config=config, history=history,
                             normalization=norm)
             _write_json(ckpt_path.with_name("history.json"), history)
+        _ctx.barrier()
         if progress:
             val_txt = f"  val {rec['val_acc']:.2%}" if "val_acc" in rec else ""
             print(f"epoch {epoch + 1}/{epochs_total}  loss {train_loss:.4f}  train "
@@ -316,3 +350,8 @@ def fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         if on_epoch_end is not None:
             on_epoch_end(rec)
     return FitResult(model, history, config, norm, ckpt_path)
+
+
+fit.__doc__ = _fit.__doc__
+fit.__signature__ = inspect.signature(_fit).replace(      # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(_fit).parameters.values() if p.name != "_ctx"])
