@@ -110,6 +110,23 @@ def test_same_model_other_bytes_gives_the_seed_outputs(target):
 
 # -- one reproducer per loader bug fuzzing found (fixed in lowbit.codec) ----------------------
 
+REGRESSIONS = sorted((lbfuzz.HERE / "regressions").glob("*.lbm"))
+
+
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
+def test_inputs_fuzzing_found_stay_fixed(target, path):
+    """The inputs the fuzzer (and the deterministic driver) stopped on, as found: a clean
+    refusal now, or (known-*) the runtime finding still reported (lbfuzz.KNOWN)."""
+    outcome = target.check(path.read_bytes())
+    if path.stem.startswith("known-"):
+        assert outcome.startswith("known:"), outcome
+    else:
+        assert outcome == "refused-load", outcome
+
+
+def test_there_are_regression_inputs():
+    assert len(REGRESSIONS) >= 10
+
 def _hook(key, value):
     def hook(entries):          # the first array section's entry
         next(e for e in entries if e["kind"] == "array")[key] = value
