@@ -29,6 +29,7 @@
 
 #include "bconv/driver.h"
 #include "common/threads.h"
+#include "graph/fconv.h"
 #include "graph/float_ops.h"
 #include "graph/pool_ops.h"
 #include "graph/qlayer.h"

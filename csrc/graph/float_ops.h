@@ -1,9 +1,8 @@
-// Float ops of the graph executor on NHWC values (spec.h): the float conv / dense (im2col +
-// Eigen GEMM, fgemm.h, with a fused output program), elementwise programs, pooling,
-// upsampling, add, concat, flatten, the input normalisation, and the float <-> bits
-// conversions.  Each reproduces the Python executor (lowbit.runtime.float_ops / ops) op for
-// op; where numpy's order of float additions is defined (pooling sums add a window's taps row
-// by row, add sums its inputs left to right) the same order is used here.
+// Float ops of the graph executor on NHWC values (spec.h): the input normalisation,
+// elementwise programs, the float <-> bits conversions (signs, BatchNorm thresholds), flatten,
+// and the helpers the float conv (fconv.h) and the quantized layers (qlayer.h) share.  Each op
+// reproduces the Python executor (lowbit.runtime.float_ops / ops) with the same float32
+// roundings.
 #pragma once
 
 #include <algorithm>
@@ -18,7 +17,6 @@
 #include "bitpack/threshold.h"
 #include "bitpack/unpack.h"
 #include "common/threads.h"
-#include "graph/fgemm.h"
 #include "graph/spec.h"
 
 namespace lowbit {
@@ -77,13 +75,8 @@ class InputOp : public Op {
   const float* table_;
 };
 
-// ---- float conv / dense: im2col rows + one GEMM per row chunk + output program ----------
-// x (n, h, w, c) -> y (n, oh, ow, oc).  y = program(cols(x) B) with B (K = kh*kw*c, oc)
-// row-major, or its transpose (oc, K) (b_trans: torch's dense layout); a dense layer is the
-// 1x1 conv of a (1, 1, F) value.  Out-of-image taps read `pad` (0 for torch; a quantized
-// layer's pad_value).  The input may first go through an operand transform (a quantized
-// layer with float weights: "sign" -> ±1, "u8" levels, "dorefa" levels, "clip01"), and
-// XNOR layers multiply row p by K[p] (kfac, from xnor.h's mean |x| and window average).
+// Operand transforms of a quantized layer with float weights (fconv.h) and of bit-plane
+// inputs (qlayer.h).
 enum class Operand : int { kNone = 0, kSign = 1, kLevelsU8 = 2, kLevelsDorefa = 3, kClip01 = 4 };
 
 inline float operand_value(Operand t, float x, float a, float b) {
@@ -111,34 +104,6 @@ inline void transform_operand(Operand t, const float* x, int64_t n, float a, flo
     case Operand::kClip01: for (int64_t i = 0; i < n; ++i) y[i] = operand_value(Operand::kClip01, x[i], a, b); return;
     default: std::memcpy(y, x, static_cast<size_t>(n) * 4);
   }
-}
-
-// dst[0..n) = src[0..n): whole 8-float blocks, then the rest (the runs are short: a kernel
-// row of a few channels).
-inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) std::memcpy(dst + j, src + j, 32);
-  for (; j < n; ++j) dst[j] = src[j];
-}
-
-// `count` runs of N floats: run p from src + p * sstride to dst + p * dstride.  N is a
-// compile-time constant, so each run is a few inline moves (im2col of a first layer copies
-// runs of 3 or 5 floats; a library call per run cost more than the copy).
-template <int N>
-void copy_runs(float* __restrict dst, int64_t dstride, const float* __restrict src, int64_t sstride,
-               int64_t count) {
-  for (int64_t p = 0; p < count; ++p) std::memcpy(dst + p * dstride, src + p * sstride, N * sizeof(float));
-}
-inline void copy_runs_any(float* __restrict dst, int64_t dstride, const float* __restrict src,
-                          int64_t sstride, int64_t count, int64_t n) {
-  for (int64_t p = 0; p < count; ++p) copy_floats(dst + p * dstride, src + p * sstride, n);
-}
-using CopyRunsFn = void (*)(float*, int64_t, const float*, int64_t, int64_t);
-template <int... N>
-CopyRunsFn find_copy_runs(int64_t n, std::integer_sequence<int, N...>) {
-  CopyRunsFn fn = nullptr;
-  ((n == N + 1 ? (fn = &copy_runs<N + 1>, 0) : 0), ...);
-  return fn;
 }
 
 // XNOR-Net's K: kfac[pixel] = window average (count_include_pad, zero padding) of the
@@ -170,11 +135,13 @@ inline void xnor_kfac(const float* x, int64_t n, int64_t h, int64_t w, int64_t c
       }
 }
 
-// One row of c floats -> packed bits: signs (x >= 0), or a per-channel float threshold (a
-// BatchNorm read only by signs, lowbit.codec.fold.fold_float_threshold): bit = s (x - t) >= 0.
-// s (x - t) >= 0  <=>  s x - s t >= 0 exactly (s = ±1: negation is exact and x - t = -(t - x)
-// in round-to-nearest; infinite thresholds stay infinite), so the row is rewritten in place
-// as s x - s t and packed by the SIMD bitpack kernel.  NaN gives bit 0.
+// Rows of c floats -> packed bits: signs (x >= 0), or a per-channel float threshold (a
+// BatchNorm read only by signs, lowbit.codec.fold.fold_float_threshold): bit = s (x - t) >= 0,
+// s = ±1.  Whole words: x >= t / x <= t compared straight into bits (bitpack/threshold.h;
+// equal for finite x: the float32 difference has the exact one's sign and is 0 only at
+// x = t).  Otherwise s (x - t) >= 0  <=>  s x - s t >= 0 exactly (negation is exact and
+// x - t = -(t - x) in round-to-nearest; infinite thresholds stay infinite): the rows are
+// rewritten in place as s x - s t and packed by the SIMD bitpack kernel.  NaN gives bit 0.
 class RowBits {
  public:
   RowBits(const OpSpec& sp, int64_t c) : c_(c) {
@@ -239,162 +206,6 @@ class RowBits {
   std::vector<uint64_t> flipw_;
   bitpack_detail::PackRowFn<float> pack_ = nullptr;
   threshold_detail::ThresholdRowFn thr_ = nullptr;
-};
-
-class FConvOp : public Op {
- public:
-  FConvOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
-    in_ = only_input(sp, vals, false);
-    kh_ = sp.i("kh"); kw_ = sp.i("kw"); sh_ = sp.i("sh"); sw_ = sp.i("sw");
-    ph_ = sp.i("ph"); pw_ = sp.i("pw");
-    pad_ = static_cast<float>(sp.f("pad"));
-    oc_ = sp.i("oc");
-    if (oc_ < 1) sp.fail("oc must be >= 1");
-    K_ = kh_ * kw_ * in_.c;
-    b_trans_ = sp.i("b_trans") != 0;
-    B_ = sp.a<float>("weight", 'f', K_ * oc_);
-    operand_ = static_cast<Operand>(sp.i("operand", 0));
-    if (sp.i("operand", 0) < 0 || sp.i("operand", 0) > 4) sp.fail("bad operand transform");
-    op_a_ = sp.floats.count("operand.a") ? static_cast<float>(sp.f("operand.a")) : 0.f;
-    op_b_ = sp.floats.count("operand.b") ? static_cast<float>(sp.f("operand.b")) : 0.f;
-    xnor_ = sp.i("xnor", 0) != 0;
-    out.h = window_out(sp, in_.h, kh_, sh_, ph_);
-    out.w = window_out(sp, in_.w, kw_, sw_, pw_);
-    out.c = oc_;
-    prog_ = read_program(sp, oc_);
-    if (program_uses_kfac(prog_) != xnor_) sp.fail("K factor step without xnor (or the reverse)");
-    gemm_ = find_fgemm(sp.s("path", "portable"));
-    if (!gemm_) sp.fail("no float GEMM for path '" + sp.s("path") + "'");
-    direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
-              operand_ == Operand::kNone;
-    copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
-    if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
-      out.bits = true;
-      bits_ = std::make_unique<RowBits>(sp, oc_);
-    }
-  }
-
-  // Output rows per GEMM call: the chunk's im2col rows (~96 KiB) and, with bits out, its float
-  // result (~32 KiB) stay in L2 / L1 between the GEMM and the packing.
-  int64_t chunk_rows(int64_t M) const {
-    int64_t r = (int64_t{96} << 10) / std::max<int64_t>(1, K_ * 4);
-    if (bits_) r = std::min(r, (int64_t{32} << 10) / (oc_ * 4));
-    return std::min(M, std::max<int64_t>(16, r));
-  }
-  int workers(int64_t n, int threads) const {
-    const int64_t M = n * out.h * out.w;
-    return threads_for(threads, M * K_ * oc_, int64_t{1} << 18);
-  }
-  std::vector<int64_t> temps(int64_t n, int threads) const override {
-    const int64_t M = n * out.h * out.w;
-    std::vector<int64_t> t;
-    t.push_back(direct_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
-    t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
-    t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
-    t.push_back(bits_ ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
-    t.push_back(bits_ ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
-    return t;
-  }
-
-  void run(Ctx& c) override {
-    const float* x = static_cast<const float*>(c.in[0]);
-    const int64_t n = c.n, M = n * out.h * out.w;
-    float* kfac = nullptr;
-    if (xnor_) {
-      float* mean = static_cast<float*>(c.tmp[2]);
-      kfac = mean + n * in_.h * in_.w;
-      xnor_kfac(x, n, in_.h, in_.w, in_.c, kh_, kw_, sh_, sw_, ph_, pw_, out.h, out.w, mean, kfac);
-    }
-    if (operand_ != Operand::kNone) {
-      float* t = static_cast<float*>(c.tmp[1]);
-      transform_operand(operand_, x, n * in_.h * in_.w * in_.c, op_a_, op_b_, t);
-      x = t;
-    }
-    const int64_t rows = chunk_rows(M);
-    const int64_t chunks = (M + rows - 1) / rows;
-    const int nw = workers(n, c.threads);
-    float* y = bits_ ? nullptr : static_cast<float*>(c.out);
-    float* cols_base = static_cast<float*>(c.tmp[0]);
-    std::atomic<int> next{0};
-    parallel_for(chunks, nw, [&](int64_t c0, int64_t c1) {
-      const int slot = next.fetch_add(1);
-      float* cols = direct_ ? nullptr : cols_base + slot * rows * K_;
-      float* ybuf = bits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
-      uint64_t* stream = static_cast<uint64_t*>(c.tmp[4]);
-      if (stream) stream += slot * bits_->stream_words(rows);
-      for (int64_t ch = c0; ch < c1; ++ch) {
-        const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
-        const float* A = x + r0 * K_;
-        if (!direct_) {
-          im2col(x, r0, nr, cols);
-          A = cols;
-        }
-        float* C = bits_ ? ybuf : y + r0 * oc_;
-        gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
-        if (!prog_.empty())
-          for (int64_t r = 0; r < nr; ++r) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
-        if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
-      }
-    });
-  }
-
- private:
-  // rows r0 .. r0+nr of the (M, K) patch matrix; tap-major (kh, kw, c) like conv_matrix.
-  // Runs of output pixels along one output row share their input rows: per (image, output
-  // row, kernel row) the source row is found once; the interior pixels copy their kw*c
-  // window in one call (copy_runs), border pixels pad around the valid part.
-  void im2col(const float* x, int64_t r0, int64_t nr, float* dst) const {
-    const int64_t C = in_.c, seg = kw_ * C;
-    // output columns whose window lies inside the image: [ox_lo, ox_hi)
-    const int64_t ox_lo = std::min(out.w, (pw_ + sw_ - 1) / sw_);
-    const int64_t room = in_.w + pw_ - kw_;  // < 0: no interior column
-    const int64_t ox_hi = room < 0 ? ox_lo : std::max(ox_lo, std::min(out.w, room / sw_ + 1));
-    int64_t r = r0;
-    while (r < r0 + nr) {
-      const int64_t ox0 = r % out.w, oy = (r / out.w) % out.h, b = r / (out.w * out.h);
-      const int64_t run = std::min(out.w - ox0, r0 + nr - r);  // pixels left on this output row
-      for (int64_t i = 0; i < kh_; ++i) {
-        const int64_t iy = oy * sh_ - ph_ + i;
-        float* d = dst + (r - r0) * K_ + i * seg;
-        if (iy < 0 || iy >= in_.h) {
-          for (int64_t p = 0; p < run; ++p, d += K_)
-            for (int64_t j = 0; j < seg; ++j) d[j] = pad_;
-          continue;
-        }
-        const float* row = x + (b * in_.h + iy) * in_.w * C;
-        const int64_t a = std::clamp(ox_lo, ox0, ox0 + run), e = std::clamp(ox_hi, ox0, ox0 + run);
-        for (int64_t ox = ox0; ox < ox0 + run; ++ox) {
-          if (ox == a && e > a) {  // the interior in one go
-            float* di = d + (a - ox0) * K_;
-            const float* si = row + (a * sw_ - pw_) * C;
-            if (copy_) copy_(di, K_, si, sw_ * C, e - a);
-            else copy_runs_any(di, K_, si, sw_ * C, e - a, seg);
-            ox = e - 1;
-            continue;
-          }
-          float* dd = d + (ox - ox0) * K_;
-          const int64_t ix0 = ox * sw_ - pw_;
-          const int64_t lo = std::clamp<int64_t>(-ix0, 0, kw_);
-          const int64_t hi = std::clamp<int64_t>(in_.w - ix0, lo, kw_);
-          for (int64_t j = 0; j < lo * C; ++j) dd[j] = pad_;
-          copy_floats(dd + lo * C, row + (ix0 + lo) * C, (hi - lo) * C);
-          for (int64_t j = hi * C; j < seg; ++j) dd[j] = pad_;
-        }
-      }
-      r += run;
-    }
-  }
-
-  Value in_;
-  int64_t kh_, kw_, sh_, sw_, ph_, pw_, oc_, K_;
-  float pad_, op_a_ = 0.f, op_b_ = 0.f;
-  bool b_trans_, xnor_, direct_;
-  const float* B_;
-  Operand operand_;
-  std::vector<Step> prog_;
-  fgemm_detail::GemmFn gemm_;
-  std::unique_ptr<RowBits> bits_;
-  CopyRunsFn copy_ = nullptr;  // runs of kw*c floats, when that is 1..16
 };
 
 // ---- elementwise: one output program per pixel row -------------------------------------

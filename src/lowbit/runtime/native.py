@@ -268,28 +268,35 @@ class NativeGraph:
             return self._set(out, self._add(kind, i, xs, {}))
         raise NotNative(f"graph op {i} ({kind}) has no native implementation")
 
+    def _qlayer_float(self, i: int, op: dict, layer) -> None:
+        """A quantized layer with float weights (BWN, TWN, float first / last layers): the
+        operand transform, the float GEMM, round (integer accumulators), the float stage."""
+        mode, steps = layer.mode, []
+        x = self._float(op["inputs"][0], i, flat=not layer.conv)
+        geo = _geometry(layer.kernel if layer.conv else (1, 1),
+                        layer.stride if layer.conv else 1, layer.padding if layer.conv else 0)
+        attrs = dict(geo, pad=float(layer.pad_value) if layer.conv else 0.0, oc=layer.oc,
+                     b_trans=int(not layer.conv), weight=layer.w_float, path=self.path,
+                     operand=_OPERAND[mode], xnor=int(mode == "xnor"))
+        if mode == "uint8":
+            attrs.update({"operand.a": float(F32(op["u8"]["std"])),
+                          "operand.b": float(F32(op["u8"]["mean"]))})
+        elif mode == "dorefa":
+            attrs["operand.a"] = float(F32(2 ** layer.a_bits - 1))
+        if layer.integer_acc:
+            steps.append((ROUND, {}))
+        self._float_stage(layer, steps)
+        self._fconv(i, x, attrs, steps)
+
     def _qlayer(self, i: int, op: dict) -> None:
+        """A quantized layer on the bitwise kernels (or, with float weights, _qlayer_float)."""
         rt = self.rt
         layer = rt.layers[op["name"]]
         src = op["inputs"][0]
         mode = layer.mode
         steps: list = []
         if layer.kind == "float":
-            x = self._float(src, i, flat=not layer.conv)
-            geo = _geometry(layer.kernel if layer.conv else (1, 1),
-                            layer.stride if layer.conv else 1, layer.padding if layer.conv else 0)
-            attrs = dict(geo, pad=float(layer.pad_value) if layer.conv else 0.0, oc=layer.oc,
-                         b_trans=int(not layer.conv), weight=layer.w_float, path=self.path,
-                         operand=_OPERAND[mode], xnor=int(mode == "xnor"))
-            if mode == "uint8":
-                attrs.update({"operand.a": float(F32(op["u8"]["std"])),
-                              "operand.b": float(F32(op["u8"]["mean"]))})
-            elif mode == "dorefa":
-                attrs["operand.a"] = float(F32(2 ** layer.a_bits - 1))
-            if layer.integer_acc:
-                steps.append((ROUND, {}))
-            self._float_stage(layer, steps)
-            return self._fconv(i, x, attrs, steps)
+            return self._qlayer_float(i, op, layer)
         pw = layer.pw
         attrs = dict(path=pw.path, variant=pw.variant, oc=pw.oc, c=pw.c, kh=pw.kh, kw=pw.kw,
                      w_bits=pw.w_bits, packed=pw.packed, w_pop=pw.w_pop,
