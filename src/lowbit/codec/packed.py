@@ -86,10 +86,14 @@ def check_packed(entry: dict, section) -> tuple:
                           f"integers, got {str(shape)[:80]}")
     if not isinstance(kind, str) or kind not in ("binary", "ternary", "planes"):
         raise FormatError(f"packed tensor: unknown levels {str(kind)[:40]}")
-    if kind == "planes" and not (_int(bits, 1, 32) and _int(entry.get("step"), -2**32, 2**32)
-                                 and _int(entry.get("offset"), -2**32, 2**32)):
-        raise FormatError(f"packed tensor: planes need integer 'bits' (1..32), 'step' and "
-                          f"'offset', got {str(bits)[:20]}, {str(entry.get('step'))[:20]}, "
+    # levels step * u + offset: |step| <= 2^16, |offset| <= 2^bits (DoReFa: 2, -(2^bits - 1);
+    # five-level: 1, -3), so the bit-plane kernels' int32 accumulators and the decoded int64
+    # levels hold them
+    if kind == "planes" and not (_int(bits, 1, 32) and _int(entry.get("step"), -2**16, 2**16)
+                                 and _int(entry.get("offset"), -2**bits, 2**bits)):
+        raise FormatError(f"packed tensor: planes need integer 'bits' (1..32), 'step' "
+                          f"(|step| <= 2^16) and 'offset' (|offset| <= 2^bits), got "
+                          f"{str(bits)[:20]}, {str(entry.get('step'))[:20]}, "
                           f"{str(entry.get('offset'))[:20]}")
     oc, kh, kw, c = shape
     w = _words(c)
