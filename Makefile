@@ -37,3 +37,20 @@ simde:
 
 clean:
 	rm -rf build $(VENV) runs
+
+# Deployment checks (docs/deploy.md).  cross-test: the bitwise kernels (portable + NEON) and
+# lowbit-run cross-compiled for aarch64 and run under qemu-aarch64, outputs identical to the
+# x86 runner.  Debian packages: g++-aarch64-linux-gnu qemu-user nlohmann-json3-dev libeigen3-dev.
+.PHONY: cross-test
+CROSS_CXX ?= aarch64-linux-gnu-g++
+QEMU_A64 ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
+cross-test:
+	@mkdir -p build/cross
+	$(CROSS_CXX) -std=c++17 -O2 -ffp-contract=off -Icsrc tests/deploy/kernel_test.cpp -o build/cross/kernel_test -static -lpthread
+	$(QEMU_A64) build/cross/kernel_test
+	@mkdir -p build/cross/inc && ln -sfn /usr/include/eigen3/Eigen build/cross/inc/Eigen && ln -sfn /usr/include/nlohmann build/cross/inc/nlohmann
+	$(CROSS_CXX) -std=c++17 -O2 -ffp-contract=off -ffunction-sections -fdata-sections -Icsrc -Ibuild/cross/inc \
+	  csrc/runner/main.cpp csrc/runner/api.cpp csrc/graph/fgemm_portable.cpp \
+	  -o build/cross/lowbit-run -static -lpthread -Wl,--gc-sections -s
+	$(MAKE) -s setup
+	$(VENV)/bin/python tests/deploy/cross_check.py build/cross/lowbit-run "$(QEMU_A64)"

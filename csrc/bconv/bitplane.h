@@ -73,7 +73,7 @@ inline PlanesRowFn find_planes(const std::string& path) {
   if (path == "avx2") return &planes_row_avx2;
   if (path == "avx512") return &planes_row_avx512;
 #endif
-  if (path == "portable") return &planes_row_portable;
+  if (runs_portable_helpers(path)) return &planes_row_portable;
   return nullptr;
 }
 

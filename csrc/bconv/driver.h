@@ -127,6 +127,12 @@ inline const XKernel kXKernels[] = {
     {"avx512", "masked-vpternlog-6x16", Format::Masked, 6, 16, 256, kL2BlockBytes, 6 * 8,
      2 * 16 * 8, &micro_masked_avx512<6, 2>, &pack_a_words, &pack_b_masked},
 #endif
+#if LOWBIT_NEON_PATH
+    {"neon", "vcnt-4x4", Format::Words, 4, 4, 512, kL2BlockBytes, 4 * 8, 4 * 8,
+     &bgemm_detail::micro_neon<4, 4>, &pack_a_words, &pack_b_words},
+    {"neon", "masked-vcnt-4x4", Format::Masked, 4, 4, 512, kL2BlockBytes, 4 * 8, 2 * 4 * 8,
+     &bgemm_detail::micro_masked_neon<4, 4>, &pack_a_words, &pack_b_masked},
+#endif
 };
 
 // The row for (path, variant); an empty variant picks the path's first row of the wanted

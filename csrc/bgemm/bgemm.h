@@ -28,6 +28,7 @@
 #include "bgemm/micro.h"
 #include "bgemm/micro_avx2.h"
 #include "bgemm/micro_avx512.h"
+#include "bgemm/micro_neon.h"
 #include "common/target.h"
 #include "common/threads.h"
 
@@ -49,6 +50,9 @@ inline const Kernel kKernels[] = {
     {"avx2", "hybrid-2x8", 2, 8, 512, &micro_avx2_lut<2, 4, 1>},
     {"avx2", "lut-2x8", 2, 8, 512, &micro_avx2_lut<2, 0, 2>},
     {"avx512", "vpopcntq-6x32", 6, 32, 256, &micro_avx512<6, 4>},
+#endif
+#if LOWBIT_NEON_PATH
+    {"neon", "vcnt-4x4", 4, 4, 512, &micro_neon<4, 4>},
 #endif
 };
 

@@ -178,6 +178,9 @@ inline const PackEntry<T>* pack_table() {
       {"avx2", &pack_row_avx2<T>},
       {"avx512", &pack_row_avx512<T>},
 #endif
+#if LOWBIT_NEON_PATH
+      {"neon", &pack_row_portable<T>},
+#endif
       {nullptr, nullptr},
   };
   return table;

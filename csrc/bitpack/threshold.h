@@ -91,7 +91,8 @@ inline ThresholdRowFn find_threshold(const std::string& path) {
   if (path == "avx2") return &threshold_row_avx2_fn;
   if (path == "avx512") return &threshold_row_avx512_fn;
 #endif
-  if (path == "portable" || path == "avx2" || path == "avx512") return &threshold_row_portable;
+  if (path == "portable" || path == "avx2" || path == "avx512" || runs_portable_helpers(path))
+    return &threshold_row_portable;
   return nullptr;
 }
 

@@ -102,6 +102,9 @@ inline const UnpackEntry<T>* unpack_table() {
       {"avx2", &unpack_row_avx2<T>},
       {"avx512", &unpack_row_avx512<T>},
 #endif
+#if LOWBIT_NEON_PATH
+      {"neon", &unpack_row_portable<T>},
+#endif
       {nullptr, nullptr},
   };
   return table;

@@ -40,6 +40,15 @@
 #define LOWBIT_X86_PATHS 0
 #endif
 
+// aarch64: the "neon" path (Advanced SIMD is part of the base ISA there, so it is always
+// available; bconv's kernel table adds NEON micro-kernels, the other kernels run their
+// portable code on it).
+#if (defined(__aarch64__) || defined(_M_ARM64)) && defined(__ARM_NEON) && !defined(LOWBIT_NO_NEON)
+#define LOWBIT_NEON_PATH 1
+#else
+#define LOWBIT_NEON_PATH 0
+#endif
+
 namespace lowbit {
 
 // Path names in order of preference (worst first).  "ref" is the numpy reference and
@@ -47,9 +56,17 @@ namespace lowbit {
 inline std::vector<std::string> compiled_paths() {
 #if LOWBIT_X86_PATHS
   return {"portable", "avx2", "avx512"};
+#elif LOWBIT_NEON_PATH
+  return {"portable", "neon"};
 #else
   return {"portable"};
 #endif
+}
+
+// Paths whose non-GEMM kernels (bitpack, unpack, thresholds, bit planes, float GEMM) are
+// the portable code.
+inline bool runs_portable_helpers(const std::string& path) {
+  return path == "portable" || (LOWBIT_NEON_PATH && path == "neon");
 }
 
 inline const CpuFeatures& cpu() {
@@ -59,6 +76,9 @@ inline const CpuFeatures& cpu() {
 
 inline bool path_available(const std::string& path) {
   if (path == "portable") return true;
+#if LOWBIT_NEON_PATH
+  if (path == "neon") return true;
+#endif
 #if LOWBIT_X86_PATHS
   if (path == "avx2") return cpu().avx2;
   if (path == "avx512") return cpu().avx512;

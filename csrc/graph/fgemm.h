@@ -43,7 +43,7 @@ inline fgemm_detail::GemmFn find_fgemm(const std::string& path) {
   if (path == "avx2") return &fgemm_detail::gemm_avx2;
   if (path == "avx512") return &fgemm_detail::gemm_avx512;
 #endif
-  if (path == "portable" || path == "avx2" || path == "avx512") return &fgemm_detail::gemm_portable;
+  if (path == "portable" || path == "avx2" || path == "avx512" || path == "neon") return &fgemm_detail::gemm_portable;
   return nullptr;
 }
 

@@ -2,7 +2,7 @@
 // the parts of lowbit.codec.graph / packed / model.check_op_values the runner relies on.
 //
 // Container (src/lowbit/codec/container.py): 64-byte preamble with its own CRC32, the JSON
-// header (zlib-deflated when flag bit 0) with its CRC32, zero padding to 64 bytes, sections
+// header (zlib-deflated when flag bit 0; inflate.h, no zlib needed) with its CRC32, zero padding to 64 bytes, sections
 // on 64-byte boundaries, each with its CRC32 and zero padding, the file exactly `total`
 // bytes long.  Every check of container.decode is made here, in the same order, with the same
 // wording, so a corrupt file is refused by both loaders (the runner exits 2 with the message).
@@ -11,8 +11,6 @@
 // ternary sign bits on zero weights).  "dc" (Deep Compression) is refused: the runner does
 // not carry the Huffman / sparse-index decoder (the Python runtime runs those files).
 #pragma once
-
-#include <zlib.h>
 
 #include <cmath>
 #include <cstdint>
@@ -27,6 +25,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runner/inflate.h"
+
 namespace lowbit {
 namespace runner {
 
@@ -40,17 +40,6 @@ inline std::string hex8(uint32_t v) {
   char b[16];
   std::snprintf(b, sizeof b, "%08x", v);
   return b;
-}
-
-inline uint32_t crc32_of(const uint8_t* p, size_t n) {
-  uLong c = crc32(0L, Z_NULL, 0);
-  while (n) {  // zlib takes uInt lengths
-    const uInt k = n > (1u << 30) ? (1u << 30) : static_cast<uInt>(n);
-    c = crc32(c, p, k);
-    p += k;
-    n -= k;
-  }
-  return static_cast<uint32_t>(c);
 }
 
 struct AlignedFree {
@@ -209,29 +198,11 @@ class Container {
   }
 
   std::string inflate(const uint8_t* p, size_t n) const {
-    z_stream zs{};
-    if (inflateInit(&zs) != Z_OK) throw FormatError(where + ": header: zlib init failed");
-    zs.next_in = const_cast<Bytef*>(p);
-    zs.avail_in = static_cast<uInt>(n);
-    std::string out;
-    char chunk[16384];
-    int rc;
-    do {
-      zs.next_out = reinterpret_cast<Bytef*>(chunk);
-      zs.avail_out = sizeof chunk;
-      rc = ::inflate(&zs, Z_NO_FLUSH);
-      if (rc != Z_OK && rc != Z_STREAM_END) {
-        const std::string msg = zs.msg ? zs.msg : "error " + std::to_string(rc);
-        inflateEnd(&zs);
-        throw FormatError(where + ": header: deflate stream is corrupt (" + msg + ")");
-      }
-      out.append(chunk, sizeof chunk - zs.avail_out);
-      if (out.size() > (size_t{1} << 30)) { inflateEnd(&zs); throw FormatError(where + ": header: inflates past 1 GiB"); }
-    } while (rc != Z_STREAM_END && (zs.avail_in > 0 || zs.avail_out == 0));
-    const bool complete = rc == Z_STREAM_END && zs.avail_in == 0;
-    inflateEnd(&zs);
-    if (!complete) throw FormatError(where + ": header: deflate stream is corrupt (incomplete or trailing data)");
-    return out;
+    try {
+      return Inflater(p, n).zlib();
+    } catch (const std::runtime_error& e) {
+      throw FormatError(where + ": header: deflate stream is corrupt (" + e.what() + ")");
+    }
   }
 
   int64_t read_section(const json& e, int64_t pos, int64_t base) {

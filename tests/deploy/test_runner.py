@@ -40,8 +40,8 @@ def _cmake() -> str | None:
 def runner() -> str:
     if os.environ.get("LOWBIT_RUN"):
         return os.environ["LOWBIT_RUN"]
-    if not (Path("/usr/include/nlohmann/json.hpp").exists() and Path("/usr/include/zlib.h").exists()):
-        pytest.skip("lowbit-run needs nlohmann-json3-dev and zlib1g-dev")
+    if not Path("/usr/include/nlohmann/json.hpp").exists():
+        pytest.skip("lowbit-run needs nlohmann-json3-dev")
     cmake = _cmake()
     if cmake is None:
         pytest.skip("no cmake")
