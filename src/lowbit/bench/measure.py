@@ -47,7 +47,7 @@ def load_average() -> float | None:
 def _progress(total: int, desc: str, enabled: bool):
     try:
         from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+        return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False, file=sys.stderr)
     except ImportError:  # pragma: no cover -- tqdm is a dependency of the venv
         class _Null:
             def update(self, n=1): pass

@@ -252,7 +252,7 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}", unit="batch",
-               disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+               disable=None if progress else True, leave=False, dynamic_ncols=True, file=sys.stderr)
     for i in bar:
         lr = lr_at(sched, epoch * steps + i)
         set_lr(opt, lr)

@@ -296,7 +296,8 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         sum_loss = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs_total}", unit="batch",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+                   disable=None if progress else True, leave=False, dynamic_ncols=True,
+                   file=sys.stderr)
         lr_now = sched["lr"]
         for i in bar:
             lr_now = lr_at(sched, epoch * steps + i)
