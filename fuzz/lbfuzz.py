@@ -70,29 +70,35 @@ class Finding(AssertionError):
 
 
 # Findings in lowbit.runtime (not the loader) reported to its owner and not yet fixed there:
-# (where, message pattern, what).  A case that ends in one of them is counted as
-# "known:<key>" instead of failing, so that fuzzing goes on past them; docs/robustness.md
+# key -> ([(where, message pattern), ...], what).  A case that ends in one of them is counted
+# as "known:<key>" instead of failing, so that fuzzing goes on past them; docs/robustness.md
 # lists them.  Remove an entry once fixed: the pytest replays a reproducer for each.
 KNOWN = {
     "spatial-dense-float-input": (
-        "run", r"^x has \d+ words on its last axis, but \d+ channels need",
+        [("run", r"^x has \d+ words on its last axis, but \d+ channels need")],
         "Python executor: a spatial qdense layer (sign input) that reads a flattened *float* "
         "value packs it as (N, 1, 1, words) instead of (N, H, W, words) and the kernel refuses "
         "it (lowbit.runtime.ops.QLayer._operand); the native executor declines the graph, so "
         "the default Runtime falls back to this path"),
     "nan-sign": (
-        "run", r"^bitpack: x contains NaN \(first at index .*\), which has no sign$",
+        [("run", r"^bitpack: x contains NaN \(first at index .*\), which has no sign$")],
         "Python executor: a sign (or sign-input layer) of a NaN activation raises a ValueError "
         "that names neither the file nor the op (lowbit.runtime.kernels.bitpack); finite but "
         "huge weights (3e38) reach NaN by inf - inf.  The native executor maps NaN to -1 "
         "(NaN >= 0 is false) and runs"),
-    "bits-output-shape": (
-        "shape", r"^output .* is ndarray float32 \(2, \d+, \d+, \d+\), the graph says "
-                 r"float32 \(2, \d+\)$",
-        "Python executor: a graph output held as packed bits whose graph shape is flat (a "
-        "dense layer's folded bits, a flatten of bits) comes back as (N, C, H, W) -- (N, C, 1, "
-        "1) for a dense layer -- instead of the graph's (N, F) (Runtime.run: as_float without "
-        "flat; flatten of bits is a no-op); the native executor returns (N, F)"),
+    "flat-bits-layout": (
+        [("shape", r"^output .* is ndarray float32 \(2, \d+, \d+, \d+\), the graph says "
+                   r"float32 \(2, \d+\)$"),
+         ("run", r"^all the input array dimensions except for the concatenation axis must "
+                 r"match exactly, but along dimension [23], the array at index \d+ has size "
+                 r"\d+ and the array at index \d+ has size \d+$"),
+         ("run", r"^operands could not be broadcast together with shapes \(2,\d+(,\d+,\d+)?\) "
+                 r"\(2,\d+(,\d+,\d+)?\) $")],
+        "Python executor: a value held as packed bits whose graph shape is flat (a dense "
+        "layer's folded bits, a flatten of bits: flatten of bits is a no-op) keeps its "
+        "(N, C, H, W) / (N, C, 1, 1) layout when it is read as floats (as_float without flat): "
+        "a graph output comes back in that shape instead of (N, F), and a concat / add of it "
+        "with a flat value fails with numpy's error; the native executor flattens"),
 }
 
 
@@ -173,8 +179,8 @@ def unsign(data: bytes) -> tuple[dict, list[tuple[str, Any]]] | None:
 # the target
 
 def _known(where: str, message: str) -> str | None:
-    for key, (w, pattern, _) in KNOWN.items():
-        if w == where and re.search(pattern, message):
+    for key, (patterns, _) in KNOWN.items():
+        if any(w == where and re.search(p, message) for w, p in patterns):
             return f"known:{key}"
     return None
 

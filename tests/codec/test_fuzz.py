@@ -280,6 +280,13 @@ def _known_bits_output(meta, sections):
     meta["graph"]["outputs"] = [_op(meta, "fc1")["outputs"][0]]
 
 
+def _known_bits_concat(meta, sections):
+    ops = meta["graph"]["ops"]
+    flat, fc1 = next(op for op in ops if op["op"] == "flatten"), _op(meta, "fc1")
+    ops.append({"op": "concat", "inputs": [flat["outputs"][0], fc1["outputs"][0]],
+                "outputs": ["cat"]})
+
+
 def _known_nan_sign(meta, sections):
     # finite weights whose products overflow: the conv's sums meet +inf and -inf -> NaN
     sections["conv1.weight"] = np.full(sections["conv1.weight"].shape, 1e38, np.float32)
@@ -287,7 +294,8 @@ def _known_nan_sign(meta, sections):
 
 @pytest.mark.parametrize("key, seed, edit", [
     ("spatial-dense-float-input", "bnn-lenet5.lbm", _known_spatial_dense_float),
-    ("bits-output-shape", "bnn-lenet5.lbm", _known_bits_output),
+    ("flat-bits-layout", "bnn-lenet5.lbm", _known_bits_output),
+    ("flat-bits-layout", "bnn-lenet5.lbm", _known_bits_concat),
     ("nan-sign", "quant-mixed.lbm", _known_nan_sign),
 ])
 def test_known_runtime_findings_still_reproduce(target, key, seed, edit):
