@@ -198,11 +198,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="the main job end to end: train float / binary / "
                                     "Deep-Compression LeNet-5, run them in the runtime, "
+                                    "track objects in a synthetic video with a binary detector, "
                                     "benchmark against PyTorch and ONNX Runtime, write a report")
     p.add_argument("--epochs", type=positive_int, default=2, help="training epochs per model")
     p.add_argument("--train-size", type=positive_int, default=20000, help="training images (subset)")
     p.add_argument("--repeats", type=positive_int, default=15, help="benchmark repeats")
     p.add_argument("--no-compress", action="store_true", help="leave out Deep Compression")
+    p.add_argument("--no-detect", action="store_true",
+                   help="leave out the video stage (synthetic videos, binary detector, "
+                        "tracking, speed)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (1000 images, 1 epoch)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="report, models, runs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -283,7 +287,7 @@ def _demo(args: argparse.Namespace) -> int:
     from lowbit.demo import main as run
     return run(out=args.out, epochs=args.epochs, device=args.device, threads=args.threads,
                data=args.data, train_size=args.train_size, repeats=args.repeats,
-               compress=not args.no_compress, quick=args.quick)
+               compress=not args.no_compress, quick=args.quick, detect=not args.no_detect)
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
