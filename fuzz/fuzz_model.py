@@ -15,7 +15,9 @@ artifact prefix); a case longer than ``-timeout`` seconds is a hang, a signal a 
 Mutations: libFuzzer's byte mutator (not re-signed: the checksums' side) and the
 structure-aware mutator of lbfuzz (re-signed), crossover splices tensors and ops of two files.
 
-``LBFUZZ_STATS=path.json``: outcome and mutation counts, rewritten every 500 cases.
+``LBFUZZ_STATS=path.json``: outcome and mutation counts, rewritten every 500 cases;
+``LBFUZZ_DIFFS=folder``: keeps (up to 20) inputs on which the two executors' outputs differ
+by more than float rounding (counted as ``executors-differ``, not a finding).
 """
 from __future__ import annotations
 
@@ -70,9 +72,18 @@ def _write_stats() -> None:
         os.replace(tmp, STATS)
 
 
+DIFFS = os.environ.get("LBFUZZ_DIFFS")      # a folder: keep inputs the executors disagree on
+
+
 def test_one_input(data: bytes) -> None:
     CASES[0] += 1
+    before = len(TARGET.exec_diffs)
     TARGET.check(data)
+    if DIFFS and len(TARGET.exec_diffs) > before:
+        import hashlib
+        os.makedirs(DIFFS, exist_ok=True)
+        with open(os.path.join(DIFFS, hashlib.sha1(data).hexdigest() + ".lbm"), "wb") as f:
+            f.write(data)
     if CASES[0] % 500 == 0:
         _write_stats()
 
