@@ -326,7 +326,11 @@ class Target:
     def check(self, data: bytes) -> str:
         """Run one input through the oracle; returns the outcome, raises on a finding."""
         t0 = time.process_time()
-        outs = self._run_all(data)
+        try:
+            outs = self._run_all(data)
+        finally:            # under atheris the process ends without close(): leave no file
+            if os.path.exists(self.path):
+                os.unlink(self.path)
         if isinstance(outs, str):
             outcome = outs
         else:
