@@ -294,8 +294,9 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  lr: float | None = None, batch_size: int | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
                  shift: float | None = None, scale: float | None = None,
-                 photometric: float | None = None, seed: int | None = None, out_dir: str | Path | None = None,
-                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
+                 photometric: float | None = None, seed: int | None = None,
+                 out_dir: str | Path | None = None, resume: bool = False,
+                 overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
                  on_epoch_end: Callable[[dict], None] | None = None) -> DetectFitResult:
     """Train a detector on ``train`` (module docstring), validating on ``val`` after each epoch.
