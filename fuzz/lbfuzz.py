@@ -75,30 +75,11 @@ class Finding(AssertionError):
 # ends in one of them is counted
 # as "known:<key>" instead of failing, so that fuzzing goes on past them; docs/robustness.md
 # lists them.  Remove an entry once fixed: the pytest replays a reproducer for each.
-KNOWN = {
-    "spatial-dense-float-input": (
-        [("run", r": x has \d+ words on its last axis, but \d+ channels need")],
-        "Python executor: a spatial qdense layer (sign input) that reads a flattened *float* "
-        "value packs it as (N, 1, 1, words) instead of (N, H, W, words) and the kernel refuses "
-        "it (lowbit.runtime.ops.QLayer._operand); the native executor declines the graph, so "
-        "the default Runtime falls back to this path"),
-    "nan-sign": (
-        [("run", r": bitpack: x contains NaN \(first at index .*\), which has no sign$")],
-        "Python executor: a sign (or sign-input layer) of a NaN activation raises a ValueError "
-        "that names neither the file nor the op (lowbit.runtime.kernels.bitpack); finite but "
-        "huge weights (3e38) reach NaN by inf - inf.  The native executor maps NaN to -1 "
-        "(NaN >= 0 is false) and runs"),
-    "flat-bits-layout": (
-        [("shape", r"^output .* is ndarray float32 \(2, \d+, \d+, \d+\), the graph says "
-                   r"float32 \(2, \d+\)$"),
-         # shape inference made the inputs of every add / concat agree; numpy refusing them
-         # at run time means a value is not held in its graph layout
-         ("run", r"^float_ops\.(concat|add): ")],
-        "Python executor: a value held as packed bits whose graph shape is flat (a dense "
-        "layer's folded bits, a flatten of bits: flatten of bits is a no-op) keeps its "
-        "(N, C, H, W) / (N, C, 1, 1) layout when it is read as floats (as_float without flat): "
-        "a graph output comes back in that shape instead of (N, F), and a concat / add of it "
-        "with a flat value fails with numpy's error; the native executor flattens"),
+KNOWN: dict[str, tuple[list[tuple[str, str]], str]] = {
+    # key: ([(where, message regex)], explanation) -- runtime findings reported and not yet
+    # fixed, so that fuzzing goes on past them.  Empty: the three found so far
+    # (spatial-dense-float-input, flat-bits-layout, nan-sign) are fixed in the runtime and
+    # replayed by tests/codec/test_fuzz.py.
 }
 
 

@@ -179,6 +179,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="Dense-Sparse-Dense training (Han et al. 2017): dense for the first third "
                         "of the epochs, pruned to SPARSITY (0.5, or per layer fc1=0.6,conv=0.3) "
                         "for the second, dense again for the last; float layers only")
+    p.add_argument("--augment", default=None, metavar="SPEC",
+                   help="random training augmentation: flip (horizontal, p=0.5), shift=S "
+                        "(translate by up to S pixels), or both: flip,shift=2 (default: none)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from the weights of this checkpoint of the same model, with a "
+                        "fresh optimizer and schedule (fine-tuning)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint (torch) or of a model file "
@@ -224,7 +230,8 @@ def _train(args: argparse.Namespace) -> int:
                  device=args.device, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
                  val_size=args.val_size, overwrite=args.overwrite, model_args=args.model_arg,
                  model_kwargs={"bits": args.bits} if args.bits is not None else None,
-                 input_size=args.input_size, dsd=args.dsd)
+                 input_size=args.input_size, dsd=args.dsd, augment=args.augment,
+                 init=args.init)
 
 
 def _eval(args: argparse.Namespace) -> int:

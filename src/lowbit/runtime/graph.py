@@ -83,6 +83,7 @@ class Runtime:
         self.mf = codec.load(self.path)
         self.graph = codec.graph.parse(self.mf.graph, f"{self.path}: graph", self.mf.entries)
         self.shapes = codec.shapes.infer(self.graph, self.mf.tensor_shape, f"{self.path}: graph")
+        self._flat = {v for v, s in self.shapes.items() if len(s) == 1}   # (N, F) values
         self.meta = self.mf.meta
         self.ops = self.graph["ops"]
         self.inputs, self.outputs = self.graph["inputs"], self.graph["outputs"]
@@ -248,7 +249,7 @@ class Runtime:
         whose ``op_label(i)`` entries accumulate each op's wall seconds (``"input"``: the
         normalisation)."""
         vals = self._forward(x, record, profile, normalized)
-        return {v: as_float(vals[v]) for v in self.outputs}
+        return {v: as_float(vals[v], flat=v in self._flat) for v in self.outputs}
 
     def logits(self, x, record: dict | None = None, profile: dict | None = None,
                normalized: bool = False) -> np.ndarray:
@@ -290,11 +291,13 @@ class Runtime:
             return v if isinstance(v, Bits) else sign_bits(as_float(v), t)
         if kind == "prelu":
             return float_ops.prelu(as_float(v), self._float[op["weight"]])
+        # a value whose graph shape is flat is read flat: bits keep their (N, C, H, W) words
+        flat = [n in self._flat for n in op["inputs"]]
         if kind == "add":
-            return float_ops.add(*[as_float(a) for a in xs])
+            return float_ops.add(*[as_float(a, flat=f) for a, f in zip(xs, flat)])
         if kind == "concat":
-            return float_ops.concat(*[as_float(a) for a in xs])
-        return float_ops._UNARY[kind](as_float(v), op, None)
+            return float_ops.concat(*[as_float(a, flat=f) for a, f in zip(xs, flat)])
+        return float_ops._UNARY[kind](as_float(v, flat=flat[0]), op, None)
 
     def predict(self, x, batch: int = 1000, normalized: bool = False) -> np.ndarray:
         """Class indices (int64) of images: uint8 pixels (N, H, W) / (N, C, H, W), or float

@@ -42,11 +42,22 @@ def as_float(v, flat: bool = False) -> np.ndarray:
     return x.reshape(x.shape[0], -1) if flat else x
 
 
+def _pack_signs(x: np.ndarray, threads: int) -> np.ndarray:
+    """K.bitpack, except that NaN packs as -1 (NaN >= 0 is false), as torch's
+    ``where(x >= 0, 1, -1)`` and the native executor have it; the kernel itself refuses NaN."""
+    try:
+        return K.bitpack(x, threads)
+    except ValueError:
+        if not np.isnan(x).any():
+            raise
+        return K.bitpack(np.where(np.isnan(x), x.dtype.type(-1), x), threads)
+
+
 def sign_bits(x: np.ndarray, threads: int = 1) -> Bits:
-    """float NCHW / (N, F) -> packed signs (x >= 0 -> +1)."""
+    """float NCHW / (N, F) -> packed signs (x >= 0 -> +1; NaN -> -1)."""
     if x.ndim == 2:
-        return Bits(K.bitpack(x, threads)[:, None, None, :], x.shape[1])
-    return Bits(K.bitpack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), threads), x.shape[1])
+        return Bits(_pack_signs(x, threads)[:, None, None, :], x.shape[1])
+    return Bits(_pack_signs(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), threads), x.shape[1])
 
 
 def threshold_bits(x: np.ndarray, t: np.ndarray, s: np.ndarray, threads: int = 1) -> Bits:
@@ -194,6 +205,8 @@ class QLayer:
                     return self._operand(v.to_float(), threads)
                 words = words[:, 0, 0]
             return words, kfac
+        if v.ndim == 2 and not self.flat_dense:   # spatial dense reading a flattened float value
+            v = v.reshape((v.shape[0], self.c) + self.kernel)            # torch's (C, H, W) order
         b = sign_bits(v, threads)
         return (b.words[:, 0, 0] if self.flat_dense else b.words), kfac
 

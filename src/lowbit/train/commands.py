@@ -29,6 +29,7 @@ from lowbit.data import DataError, data_kind, load, train_val_split  # noqa: E40
 from .checkpoint import (CheckpointError, build_model, builder_kwargs, load_checkpoint,  # noqa: E402
                          load_model)
 from . import distributed  # noqa: E402
+from .augment import parse as parse_augment  # noqa: E402
 from .loop import evaluate, fit, resolve_device  # noqa: E402
 from .summary import format_table, summarize  # noqa: E402
 
@@ -142,16 +143,21 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
           batch_size: int | None = None, threads: int | None = None,
           val_size: int | None = None, overwrite: bool = False, progress: bool = True,
           model_kwargs: dict | None = None, model_args=(),
-          input_size: tuple[int, int, int] | None = None, dsd: str | None = None) -> int:
+          input_size: tuple[int, int, int] | None = None, dsd: str | None = None,
+          augment: str | None = None, init: str | None = None) -> int:
     """Train ``model`` (a registry name or ``package.module:function``) on the training split
     minus ``val_size`` validation images (default min(5000, 10%)), report the test accuracy,
     and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
     ``model_args``: ``[(key, "value")]`` typed by the builder's signature; ``model_kwargs``
     (already typed, e.g. ``{"bits": "1,2,6"}``) are checked against it too.  ``input_size``
     (C, H, W): default the data's; image folders are resized to it.  ``dsd``: a sparsity (or
-    layer spec) for Dense-Sparse-Dense training (``lowbit.train.dsdtrain``)."""
+    layer spec) for Dense-Sparse-Dense training (``lowbit.train.dsdtrain``).  ``augment``
+    (``"flip,shift=2"``) and ``init`` (a checkpoint to fine-tune from): see ``fit``."""
     from lowbit.cliargs import check_out_dir
     check_out_dir(out)
+    parse_augment(augment)                    # a bad spec fails before any data is read
+    if init is not None and not Path(init).is_file():
+        raise FileNotFoundError(f"--init {init}: no such checkpoint")
     kwargs = builder_kwargs(model, model_args, model_kwargs)
     if threads:
         torch.set_num_threads(threads)
@@ -183,7 +189,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     result = fit(fit_model, tr, va if val_size else None, epochs=epochs, lr=lr,
                  batch_size=batch_size, seed=seed, device=device, out_dir=out, resume=resume,
                  overwrite=overwrite, progress=progress, kwargs=kwargs, name=model,
-                 on_epoch_end=sched.on_epoch_end if sched is not None else None, **settings)
+                 on_epoch_end=sched.on_epoch_end if sched is not None else None,
+                 augment=augment, init=init if saved is None else None, **settings)
     if sched is not None:
         detach(result.model)
     wall = time.perf_counter() - t0

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from lowbit.data import Normalization, batch_order
 
 from . import distributed, registry
+from .augment import Augment
 from .checkpoint import (build_model, load_checkpoint, model_spec, save_checkpoint,
                          set_rng_state)
 from .dataset import ImageSet, check_arrays
@@ -155,6 +156,24 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _load_init(model: nn.Module, path: Path, channels: int) -> Normalization | None:
+    """Copy the weights of checkpoint ``path`` into ``model``; return its normalisation."""
+    ckpt = load_checkpoint(path)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(f"{path}: init: the checkpoint's weights do not fit this model "
+                         f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    if not ckpt.get("normalization"):
+        return None
+    norm = Normalization.from_dict(ckpt["normalization"], f"{path}: normalization")
+    if norm.channels != channels:
+        raise ValueError(f"{path}: init: the checkpoint was trained on {norm.channels}-channel "
+                         f"images, got {channels}")
+    return norm
+
+
 def fit(model: nn.Module | str, train, val=None, **kwargs: Any) -> FitResult:
     ctx = distributed.setup(resolve_device(kwargs.get("device", "auto")))
     try:
@@ -172,6 +191,7 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         kwargs: dict | None = None, progress: bool = True,
         loss_fn: Callable = F.cross_entropy,
         on_epoch_end: Callable[[dict], None] | None = None, sync_bn: bool = False,
+        augment: str | None = None, init: str | Path | None = None,
         _ctx: distributed.Context = distributed.Context(), **settings: Any) -> FitResult:
     """Train ``model`` on ``train = (images, labels)``, checking ``val`` after every epoch.
 
@@ -184,6 +204,9 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     ``overwrite``).
     ``threads`` sets ``torch.set_num_threads``.  ``on_epoch_end(metrics)`` runs after each
     epoch's checkpoint is written.  Extra ``settings`` (momentum, lr_step, ...) join the config.
+    ``augment``: ``"flip,shift=2"`` etc. (``lowbit.train.augment``).  ``init``: a checkpoint
+    of the same model whose weights (and normalisation) the run starts from, with a fresh
+    optimizer and schedule (fine-tuning); ignored when resuming.
 
     Started by torchrun with several ranks (``WORLD_SIZE > 1``), ``fit`` trains data-parallel
     (DistributedDataParallel; ``batch_size`` stays the global batch, rank 0 alone writes and
@@ -205,7 +228,8 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         optimizer = "custom:" + getattr(opt_factory, "__name__", type(opt_factory).__name__)
     explicit = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size,
                                       optimizer=optimizer, schedule=schedule,
-                                      weight_decay=weight_decay, seed=seed, **settings).items()
+                                      weight_decay=weight_decay, seed=seed, augment=augment,
+                                      **settings).items()
                 if v is not None}
     train_x, train_y = check_arrays(*train, what="train images")
     val_arrays = check_arrays(*val, what="validation images") if val is not None else None
@@ -254,6 +278,9 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         if model is None:
             model = build_model(name, **(kwargs or {}))
         norm = normalization or Normalization.from_images(train_x)
+        if init is not None:
+            norm = _load_init(model, Path(init), train_x.shape[1]) or norm
+            config["init"] = str(init)
     if ckpt_path is not None:
         spec = model_spec(model, name, kwargs)  # fail now, not after the first epoch
         name, kwargs = spec["name"], spec["kwargs"]
@@ -287,6 +314,7 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         if progress:
             print(f"resuming {ckpt_path} after epoch {start}/{config['epochs']}", file=sys.stderr)
     post = [m for m in model.modules() if callable(getattr(m, "post_step", None))]
+    aug = Augment(config.get("augment"))
 
     epochs_total = int(config["epochs"])
     for epoch in range(start, epochs_total):
@@ -309,6 +337,8 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
                 weight = _ctx.world * len(part) / len(idx)
                 idx = part if len(part) else idx      # (nothing left: run, but weigh 0)
             x, y = train_set.batch(idx)
+            if aug:
+                x = aug(x)
             out = net(x)
             loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
