@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/threads.h"
+#include "graph/fconv_direct.h"
 #include "graph/fgemm.h"
 #include "graph/float_ops.h"
 #include "graph/spec.h"
@@ -80,6 +81,17 @@ class FConvOp : public Op {
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
               operand_ == Operand::kNone;
     copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
+    // few input channels (a first layer): the direct conv (fconv_direct.h), unless the plan
+    // says direct=0 (tests and benchmarks of the GEMM path)
+    if (!direct_ && !b_trans_ && in_.c <= 4 && kh_ * kw_ > 1 && K_ <= 128 && sp.i("direct", 1)) {
+      dconv_ = std::make_unique<DirectConv>();
+      DirectConv& d = *dconv_;
+      d.c = in_.c; d.kh = kh_; d.kw = kw_; d.sh = sh_; d.sw = sw_;
+      d.hp = in_.h + 2 * ph_; d.wp = in_.w + 2 * pw_;
+      d.oh = out.h; d.ow = out.w; d.oc = oc_;
+      d.init(B_);
+      dfn_ = find_direct(sp.s("path", "portable"));
+    }
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
       bits_ = std::make_unique<RowBits>(sp, oc_);
@@ -100,11 +112,12 @@ class FConvOp : public Op {
   std::vector<int64_t> temps(int64_t n, int threads) const override {
     const int64_t M = n * out.h * out.w;
     std::vector<int64_t> t;
-    t.push_back(direct_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
+    t.push_back(direct_ || dconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
     t.push_back(bits_ ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
     t.push_back(bits_ ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
+    t.push_back(dconv_ && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
     return t;
   }
 
@@ -122,6 +135,11 @@ class FConvOp : public Op {
       transform_operand(operand_, x, n * in_.h * in_.w * in_.c, op_a_, op_b_, t);
       x = t;
     }
+    if (dconv_ && (ph_ || pw_)) {
+      float* xp = static_cast<float*>(c.tmp[5]);
+      pad_input(x, n, xp);
+      x = xp;
+    }
     const int64_t rows = chunk_rows(M);
     const int64_t chunks = (M + rows - 1) / rows;
     const int nw = workers(n, c.threads);
@@ -137,12 +155,16 @@ class FConvOp : public Op {
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
         const float* A = x + r0 * K_;
-        if (!direct_) {
-          im2col(x, r0, nr, cols);
-          A = cols;
-        }
         float* C = bits_ ? ybuf : y + r0 * oc_;
-        gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
+        if (dconv_) {
+          dfn_(*dconv_, x, r0, nr, C);
+        } else {
+          if (!direct_) {
+            im2col(x, r0, nr, cols);
+            A = cols;
+          }
+          gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
+        }
         if (!prog_.empty())
           for (int64_t r = 0; r < nr; ++r) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
         if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
@@ -151,6 +173,23 @@ class FConvOp : public Op {
   }
 
  private:
+  // x (n, h, w, c) -> xp (n, h + 2 ph, w + 2 pw, c) with `pad` around (the direct conv's input).
+  void pad_input(const float* x, int64_t n, float* xp) const {
+    const int64_t C = in_.c, hp = dconv_->hp, wp = dconv_->wp, row = in_.w * C;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t iy = 0; iy < hp; ++iy) {
+        float* d = xp + (b * hp + iy) * wp * C;
+        const int64_t sy = iy - ph_;
+        if (sy < 0 || sy >= in_.h) {
+          for (int64_t j = 0; j < wp * C; ++j) d[j] = pad_;
+          continue;
+        }
+        for (int64_t j = 0; j < pw_ * C; ++j) d[j] = pad_;
+        std::memcpy(d + pw_ * C, x + (b * in_.h + sy) * row, static_cast<size_t>(row) * 4);
+        for (int64_t j = pw_ * C + row; j < wp * C; ++j) d[j] = pad_;
+      }
+  }
+
   // rows r0 .. r0+nr of the (M, K) patch matrix; tap-major (kh, kw, c) like conv_matrix.
   // Runs of output pixels along one output row share their input rows: per (image, output
   // row, kernel row) the source row is found once; the interior pixels copy their kw*c
@@ -207,6 +246,8 @@ class FConvOp : public Op {
   fgemm_detail::GemmFn gemm_;
   std::unique_ptr<RowBits> bits_;
   CopyRunsFn copy_ = nullptr;  // runs of kw*c floats, when that is 1..16
+  std::unique_ptr<DirectConv> dconv_;  // few input channels: the direct conv instead of im2col + GEMM
+  DirectFn dfn_ = nullptr;
 };
 
 }  // namespace graph
