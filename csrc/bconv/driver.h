@@ -128,10 +128,10 @@ inline const XKernel kXKernels[] = {
      2 * 16 * 8, &micro_masked_avx512<6, 2>, &pack_a_words, &pack_b_masked},
 #endif
 #if LOWBIT_NEON_PATH
-    {"neon", "vcnt-4x4", Format::Words, 4, 4, 512, kL2BlockBytes, 4 * 8, 4 * 8,
-     &bgemm_detail::micro_neon<4, 4>, &pack_a_words, &pack_b_words},
-    {"neon", "masked-vcnt-4x4", Format::Masked, 4, 4, 512, kL2BlockBytes, 4 * 8, 2 * 4 * 8,
-     &bgemm_detail::micro_masked_neon<4, 4>, &pack_a_words, &pack_b_masked},
+    {"neon", "vcnt-4x8", Format::Words, 4, 8, 512, kL2BlockBytes, 4 * 8, 8 * 8,
+     &bgemm_detail::micro_neon<4, 8>, &bgemm_detail::pack_a_words_neon4, &pack_b_words},
+    {"neon", "masked-vcnt-4x8", Format::Masked, 4, 8, 512, kL2BlockBytes, 4 * 8, 2 * 8 * 8,
+     &bgemm_detail::micro_masked_neon<4, 8>, &bgemm_detail::pack_a_words_neon4, &pack_b_masked},
 #endif
 };
 

@@ -52,7 +52,7 @@ inline const Kernel kKernels[] = {
     {"avx512", "vpopcntq-6x32", 6, 32, 256, &micro_avx512<6, 4>},
 #endif
 #if LOWBIT_NEON_PATH
-    {"neon", "vcnt-4x4", 4, 4, 512, &micro_neon<4, 4>},
+    {"neon", "vcnt-4x8", 4, 8, 512, &micro_neon<4, 8>},
 #endif
 };
 

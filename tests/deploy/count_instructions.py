@@ -111,7 +111,7 @@ def main() -> int:
                         per_fn[syms[1][i] if i >= 0 else "?"] += b1[addr] - b0[addr]
                     print(f"\n{key} / {path}: {counts[path]:,} instructions per inference; top functions:")
                     for fn, n in per_fn.most_common(a.profile):
-                        print(f"  {n:>11,} {100 * n / counts[path]:5.1f}%  {fn[:150]}")
+                        print(f"  {n:>11,} {100 * n / counts[path]:5.1f}%  {fn[:400]}")
             rows.append((key, counts))
     print("\n| model | " + " | ".join(paths) + (" | ratio |" if len(paths) == 2 else " |"))
     print("|---|" + "---|" * (len(paths) + (len(paths) == 2)))
