@@ -221,3 +221,20 @@ def test_annotator_draws_boxes_labels_and_trails():
     assert img[:29].any()                                     # the label above the box
     ann(frame, Detections.empty(), {})
     assert list(ann._trails[3]) and len(ann._trails[3]) == 2   # unseen trails fade out
+
+
+def test_speed_positions_only_from_boxes_whose_foot_is_visible():
+    """A box cut by a frame edge, or whose bottom edge lies behind a nearer box (one reaching
+    lower in the image and overlapping it), gives speed no position; others do."""
+    from lowbit.detect.pipeline import _inside
+    xyxy = np.array([[10, 10, 30, 40],      # 0: hidden at its bottom by 1
+                     [20, 35, 40, 60],      # 1: the nearer box, free
+                     [50, 10, 70, 40],      # 2: free (1 does not overlap it in x)
+                     [0, 10, 20, 30],       # 3: cut by the left edge
+                     [80, 60, 99, 79],      # 4: cut by the bottom edge (h = 80)
+                     [52, 30, 68, 45]],     # 5: in front of 2 -> hides 2's bottom
+                    np.float32)
+    ok = _inside(xyxy, 100, 80, 1.0)
+    assert ok.tolist() == [False, True, False, False, False, True]
+    assert _inside(xyxy[:1], 100, 80, 1.0).tolist() == [True]          # alone: visible
+    assert _inside(np.zeros((0, 4), np.float32), 100, 80, 1.0).shape == (0,)

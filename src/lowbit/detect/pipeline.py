@@ -211,9 +211,18 @@ def _limited(it, limit, timings):
 
 
 def _inside(xyxy: np.ndarray, w: int, h: int, margin: float) -> np.ndarray:
-    """Boxes clear of the left, right and bottom frame edges: a box cut by one of those
-    edges has its bottom centre off the object's foot, so it gives speed no position."""
-    return (xyxy[:, 0] > margin) & (xyxy[:, 2] < w - margin) & (xyxy[:, 3] < h - margin)
+    """Boxes whose bottom centre is the object's foot: clear of the left, right and bottom
+    frame edges, and with the bottom edge not behind a nearer box.  A box cut by a frame edge,
+    or whose lower part is hidden by an object in front (on a ground plane seen from above,
+    the nearer object is the one whose box reaches lower in the image), has its bottom centre
+    above the foot, so it gives speed no position."""
+    ok = (xyxy[:, 0] > margin) & (xyxy[:, 2] < w - margin) & (xyxy[:, 3] < h - margin)
+    if len(xyxy) > 1:
+        b, c = xyxy[:, None, :], xyxy[None, :, :]     # (n, 1, 4) this box, (1, n, 4) others
+        hidden = ((c[..., 3] > b[..., 3]) & (c[..., 1] <= b[..., 3])     # c spans b's bottom
+                  & (c[..., 0] < b[..., 2]) & (c[..., 2] > b[..., 0]))   # and overlaps in x
+        ok &= ~hidden.any(axis=1)
+    return ok
 
 
 def _one_frame(i, t, frame, dets, tracker, calibration, speed, annotate, outputs, stats,
