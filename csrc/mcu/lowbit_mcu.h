@@ -33,6 +33,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef LOWBIT_STEP_HOOK
+/* Profiling: called after step k of PREFIX_predict (the qemu firmware reads a counter). */
+void LOWBIT_STEP_HOOK(int step);
+#define LB_STEP(k) LOWBIT_STEP_HOOK(k)
+#else
+#define LB_STEP(k) ((void)0)
+#endif
+
 #ifdef LOWBIT_TRACE
 /* Host tests: every binary accumulator (layer id, out channel, out y, out x, acc). */
 void LOWBIT_TRACE(int layer, int oc, int oy, int ox, int32_t acc);
@@ -126,22 +134,32 @@ typedef struct {
     lb_stage_t st;
 } lb_fconv_t;
 
-static inline float lb_fconv_at(const lb_fconv_t *p, const float *x, int32_t o, int32_t oy, int32_t ox)
+static inline float lb_fconv_at(const lb_fconv_t *p, const float *x, int32_t o, int32_t oy,
+                               int32_t ox)
 {
+    const float *wk = p->wt + o * p->c * p->kh * p->kw;
     float acc = 0.0f;
-    int32_t ci, ky, kx;
-    for (ci = 0; ci < p->c; ++ci) {
-        const float *wk = p->wt + ((o * p->c + ci) * p->kh) * p->kw;
-        for (ky = 0; ky < p->kh; ++ky) {
-            int32_t iy = oy * p->sh - p->ph + ky;
+    int32_t ci, ky, kx, iy0 = oy * p->sh - p->ph, ix0 = ox * p->sw - p->pw;
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + p->kh <= p->h && ix0 + p->kw <= p->w) {
+        /* the window lies inside the input: no bounds tests (the same order of the sum) */
+        for (ci = 0; ci < p->c; ++ci) {
+            const float *xr = x + (ci * p->h + iy0) * p->w + ix0;
+            for (ky = 0; ky < p->kh; ++ky, xr += p->w, wk += p->kw)
+                for (kx = 0; kx < p->kw; ++kx)
+                    acc = acc + wk[kx] * xr[kx];
+        }
+        return lb_stage(&p->st, acc, o);
+    }
+    for (ci = 0; ci < p->c; ++ci)
+        for (ky = 0; ky < p->kh; ++ky, wk += p->kw) {
+            int32_t iy = iy0 + ky;
             for (kx = 0; kx < p->kw; ++kx) {
-                int32_t ix = ox * p->sw - p->pw + kx;
+                int32_t ix = ix0 + kx;
                 float v = (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w)
                               ? p->pad : x[(ci * p->h + iy) * p->w + ix];
-                acc = acc + wk[ky * p->kw + kx] * v;
+                acc = acc + wk[kx] * v;
             }
         }
-    }
     return lb_stage(&p->st, acc, o);
 }
 

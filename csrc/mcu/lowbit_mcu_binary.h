@@ -26,17 +26,25 @@ typedef struct {
 } lb_bconv_t;
 
 static inline int32_t lb_bconv_acc(const lb_bconv_t *p, const uint32_t *x, int32_t o, int32_t oy,
-                            int32_t ox)
+                                   int32_t ox)
 {
-    const uint32_t *wk = p->wt + o * p->kh * p->kw * p->wpp;
+    const uint32_t *wp = p->wt + o * p->kh * p->kw * p->wpp;
     /* the valid bits of the last word of a pixel: what a +1 pad tap holds there */
     uint32_t last = (p->c & 31) ? ((1u << (p->c & 31)) - 1u) : 0xFFFFFFFFu;
-    int32_t n = 0, pop = 0, ky, kx, k;
+    int32_t n = 0, pop = 0, ky, kx, k, iy0 = oy * p->sh - p->ph, ix0 = ox * p->sw - p->pw;
+    int32_t row = p->kw * p->wpp; /* words of one window row, contiguous in x and in w */
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + p->kh <= p->h && ix0 + p->kw <= p->w) {
+        /* the window lies inside the input: kh runs of kw * wpp words */
+        const uint32_t *xr = x + (iy0 * p->w + ix0) * p->wpp;
+        for (ky = 0; ky < p->kh; ++ky, xr += p->w * p->wpp, wp += row)
+            for (k = 0; k < row; ++k)
+                pop += lb_popcount32(xr[k] ^ wp[k]);
+        return p->kh * p->kw * p->c - 2 * pop;
+    }
     for (ky = 0; ky < p->kh; ++ky) {
-        int32_t iy = oy * p->sh - p->ph + ky;
-        for (kx = 0; kx < p->kw; ++kx) {
-            int32_t ix = ox * p->sw - p->pw + kx;
-            const uint32_t *wp = wk + (ky * p->kw + kx) * p->wpp;
+        int32_t iy = iy0 + ky;
+        for (kx = 0; kx < p->kw; ++kx, wp += p->wpp) {
+            int32_t ix = ix0 + kx;
             if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
                 const uint32_t *xp = x + (iy * p->w + ix) * p->wpp;
                 for (k = 0; k < p->wpp; ++k)

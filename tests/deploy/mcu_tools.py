@@ -90,6 +90,7 @@ def firmware_build(export_dir: Path, images: np.ndarray, out: Path, flash_kb: in
     elf = out / "mcu.elf"
     q = MCU / "qemu"
     cmd = [ARM_CC, *M4, *[f for f in CFLAGS if f != "-O2"], opt, "-ffunction-sections",
+           "-DLOWBIT_STEP_HOOK=lowbit_step",
            "-fdata-sections", f"-I{export_dir}", f"-I{out}",
            str(export_dir / "lowbit_model.c"), str(q / "main.c"), str(q / "startup.c"),
            "-nostartfiles", "--specs=nano.specs", "-T", str(q / "mps2_an386.ld"),
@@ -113,7 +114,9 @@ def qemu_run(elf: Path, n_out: int, timeout: int = 600) -> dict:
     preds, logits, _ = _parse([l for l in text.splitlines() if l.startswith("P ")], n_out, [])
     insns = [int(m) * INSN_PER_TICK for m in re.findall(r"^I (\d+)", text, re.M)]
     stack = int(re.search(r"^STACK (\d+)", text, re.M).group(1))
-    return {"preds": preds, "logits": logits, "insns": insns, "stack": stack, "text": text}
+    steps = [int(t) * INSN_PER_TICK for _, t in re.findall(r"^S (\d+) (\d+)", text, re.M)]
+    return {"preds": preds, "logits": logits, "insns": insns, "steps": steps, "stack": stack,
+            "text": text}
 
 
 def elf_sizes(elf: Path) -> dict:
