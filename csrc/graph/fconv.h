@@ -95,6 +95,12 @@ class FConvOp : public Op {
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
       bits_ = std::make_unique<RowBits>(sp, oc_);
+      // the direct conv compares in registers and writes the words itself (one per pixel)
+      if (dconv_ && prog_.empty() && oc_ <= 64) {
+        dconv_->init_bits(sp.has("t") ? sp.a<float>("t", 'f', oc_) : nullptr,
+                          sp.has("t") ? sp.a<float>("s", 'f', oc_) : nullptr);
+        dbits_ = true;
+      }
     }
   }
 
@@ -115,8 +121,9 @@ class FConvOp : public Op {
     t.push_back(direct_ || dconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
-    t.push_back(bits_ ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
-    t.push_back(bits_ ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
+    const bool rows = bits_ && !dbits_;
+    t.push_back(rows ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
+    t.push_back(rows ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
     t.push_back(dconv_ && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
     return t;
   }
@@ -149,15 +156,19 @@ class FConvOp : public Op {
     parallel_for(chunks, nw, [&](int64_t c0, int64_t c1) {
       const int slot = next.fetch_add(1);
       float* cols = direct_ ? nullptr : cols_base + slot * rows * K_;
-      float* ybuf = bits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
+      float* ybuf = bits_ && !dbits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
       uint64_t* stream = static_cast<uint64_t*>(c.tmp[4]);
       if (stream) stream += slot * bits_->stream_words(rows);
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
         const float* A = x + r0 * K_;
+        if (dbits_) {  // conv + compare + pack in one pass
+          dfn_(*dconv_, x, r0, nr, nullptr, static_cast<uint64_t*>(c.out) + r0);
+          continue;
+        }
         float* C = bits_ ? ybuf : y + r0 * oc_;
         if (dconv_) {
-          dfn_(*dconv_, x, r0, nr, C);
+          dfn_(*dconv_, x, r0, nr, C, nullptr);
         } else {
           if (!direct_) {
             im2col(x, r0, nr, cols);
@@ -248,6 +259,7 @@ class FConvOp : public Op {
   CopyRunsFn copy_ = nullptr;  // runs of kw*c floats, when that is 1..16
   std::unique_ptr<DirectConv> dconv_;  // few input channels: the direct conv instead of im2col + GEMM
   DirectFn dfn_ = nullptr;
+  bool dbits_ = false;  // the direct conv writes the bits (no program, oc <= 64)
 };
 
 }  // namespace graph

@@ -12,7 +12,8 @@
 // the portable path rounds the product and the sum (the build has -ffp-contract=off).  Both
 // are within a few ulps of torch's conv (tests: 1e-5 relative), like the GEMM they replace.
 //
-// Paths: portable (the reference twin: plain loops over the channels), avx2, avx512.
+// Paths: portable (the reference twin: plain loops over the channels), avx2, avx512, neon
+// (fconv_direct_neon.h).
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/target.h"
+#include "graph/fconv_direct_neon.h"  // direct_neon (aarch64)
 
 // The AVX kernels need FMA too (the avx2 path's float GEMM already does: fgemm_avx2.cpp).
 #if defined(LOWBIT_SIMDE)
@@ -45,6 +47,24 @@ struct DirectConv {
   std::vector<int32_t> off; // K tap offsets (floats) from a window's origin in the padded input
   std::vector<float> wbuf;  // K x ocp weights (zero in the pad lanes), 64-byte aligned inside
   const float* w = nullptr;
+  // Bits out (oc <= 64, no output program): bit j of a pixel's word = flip_j ? y_j <= t_j :
+  // y_j >= t_j (a sign: t = 0, no flips; NaN -> 0), as bitpack/threshold.h.
+  std::vector<float> tbuf;  // ocp thresholds (0 in the pad lanes), 64-byte aligned inside
+  const float* t = nullptr;
+  uint64_t flip = 0;
+
+  // thresholds t (oc) and signs s (oc, ±1), or null for a sign
+  void init_bits(const float* thr, const float* sgn) {
+    tbuf.assign(static_cast<size_t>(ocp + 16), 0.f);
+    float* base = tbuf.data();
+    while (reinterpret_cast<uintptr_t>(base) % 64) ++base;
+    flip = 0;
+    for (int64_t j = 0; j < oc && thr; ++j) {
+      base[j] = thr[j];
+      if (sgn[j] < 0.f) flip |= uint64_t{1} << j;
+    }
+    t = base;
+  }
 
   // B: (K, oc) row-major, K = kh*kw*c tap-major.
   void init(const float* B) {
@@ -63,8 +83,10 @@ struct DirectConv {
 };
 
 // Output rows r0 .. r0+nr of the (n*oh*ow, oc) result of a padded input xp (n, hp, wp, c),
-// written to y (row stride oc).
-using DirectFn = void (*)(const DirectConv& d, const float* xp, int64_t r0, int64_t nr, float* y);
+// written to y (row stride oc), or, when bits is not null, as one word per row to bits
+// (init_bits; oc <= 64).
+using DirectFn = void (*)(const DirectConv& d, const float* xp, int64_t r0, int64_t nr, float* y,
+                          uint64_t* bits);
 
 namespace direct_detail {
 
@@ -76,7 +98,8 @@ inline int64_t next_run(const DirectConv& d, const float* xp, int64_t r, int64_t
   return std::min(d.ow - ox, end - r);
 }
 
-inline void direct_portable(const DirectConv& d, const float* xp, int64_t r0, int64_t nr, float* y) {
+inline void direct_portable(const DirectConv& d, const float* xp, int64_t r0, int64_t nr, float* y,
+                            uint64_t* bits) {
   const int64_t K = static_cast<int64_t>(d.off.size()), oc = d.oc, step = d.sw * d.c;
   float acc[64];
   for (int64_t r = r0, run; r < r0 + nr; r += run) {
@@ -93,7 +116,16 @@ inline void direct_portable(const DirectConv& d, const float* xp, int64_t r0, in
           const float* wt = d.w + t * d.ocp + g;
           for (int64_t o = 0; o < m; ++o) acc[o] = acc[o] + xv * wt[o];
         }
-        std::memcpy(y + (row + p) * oc + g, acc, static_cast<size_t>(m) * 4);
+        if (bits) {
+          uint64_t word = 0;
+          for (int64_t o = 0; o < m; ++o) {
+            const bool f = (d.flip >> o) & 1;
+            word |= static_cast<uint64_t>(f ? acc[o] <= d.t[o] : acc[o] >= d.t[o]) << o;
+          }
+          bits[row + p] = word;
+        } else {
+          std::memcpy(y + (row + p) * oc + g, acc, static_cast<size_t>(m) * 4);
+        }
       }
     }
   }
@@ -102,9 +134,9 @@ inline void direct_portable(const DirectConv& d, const float* xp, int64_t r0, in
 #if LOWBIT_X86_PATHS
 // P pixels x V vectors of 16 channels (channels g .. g+16V of the packed weights); the last
 // vector stores `last` lanes.
-template <int V, int P>
+template <int V, int P, bool BITS>
 LOWBIT_TARGET_AVX512_FMA static inline void block512(const DirectConv& d, const float* x, int64_t step,
-                                                 int64_t g, __mmask16 last, float* y) {
+                                                 int64_t g, __mmask16 last, float* y, uint64_t* bits) {
   __m512 acc[P][V];
   for (int p = 0; p < P; ++p)
     for (int v = 0; v < V; ++v) acc[p][v] = _mm512_setzero_ps();
@@ -120,6 +152,21 @@ LOWBIT_TARGET_AVX512_FMA static inline void block512(const DirectConv& d, const 
       for (int v = 0; v < V; ++v) acc[p][v] = _mm512_fmadd_ps(xb, w[v], acc[p][v]);
     }
   }
+  if (BITS) {  // g = 0, V <= 4
+    __m512 t[V];
+    for (int v = 0; v < V; ++v) t[v] = _mm512_load_ps(d.t + 16 * v);
+    for (int p = 0; p < P; ++p) {
+      uint64_t word = 0;
+      for (int v = 0; v < V; ++v) {
+        const uint64_t f = (d.flip >> (16 * v)) & 0xFFFF;
+        const uint64_t ge = _mm512_cmp_ps_mask(acc[p][v], t[v], _CMP_GE_OQ);
+        const uint64_t le = _mm512_cmp_ps_mask(acc[p][v], t[v], _CMP_LE_OQ);
+        word |= ((ge & ~f) | (le & f)) << (16 * v);
+      }
+      bits[p] = word & ((uint64_t{last} << (16 * (V - 1))) | ((uint64_t{1} << (16 * (V - 1))) - 1));
+    }
+    return;
+  }
   for (int p = 0; p < P; ++p) {
     float* yp = y + p * d.oc + g;
     for (int v = 0; v + 1 < V; ++v) _mm512_storeu_ps(yp + 16 * v, acc[p][v]);
@@ -127,39 +174,42 @@ LOWBIT_TARGET_AVX512_FMA static inline void block512(const DirectConv& d, const 
   }
 }
 
-template <int V, int P>
+template <int V, int P, bool BITS>
 LOWBIT_TARGET_AVX512_FMA static inline void run512(const DirectConv& d, const float* origin, int64_t run,
-                                               int64_t step, int64_t g, __mmask16 last, float* y) {
+                                               int64_t step, int64_t g, __mmask16 last, float* y,
+                                               uint64_t* bits) {
   int64_t p = 0;
-  for (; p + P <= run; p += P) block512<V, P>(d, origin + p * step, step, g, last, y + p * d.oc);
-  for (; p + 4 <= run; p += 4) block512<V, 4>(d, origin + p * step, step, g, last, y + p * d.oc);
-  for (; p < run; ++p) block512<V, 1>(d, origin + p * step, step, g, last, y + p * d.oc);
+  for (; p + P <= run; p += P) block512<V, P, BITS>(d, origin + p * step, step, g, last, y + p * d.oc, bits + p);
+  for (; p + 4 <= run; p += 4) block512<V, 4, BITS>(d, origin + p * step, step, g, last, y + p * d.oc, bits + p);
+  for (; p < run; ++p) block512<V, 1, BITS>(d, origin + p * step, step, g, last, y + p * d.oc, bits + p);
 }
 
+template <bool BITS>
 LOWBIT_TARGET_AVX512_FMA static inline void direct_avx512_impl(const DirectConv& d, const float* xp,
-                                                           int64_t r0, int64_t nr, float* y) {
+                                                           int64_t r0, int64_t nr, float* y, uint64_t* bits) {
   const int64_t step = d.sw * d.c, oc = d.oc;
   for (int64_t r = r0, run; r < r0 + nr; r += run) {
     const float* origin;
     run = next_run(d, xp, r, r0 + nr, &origin);
-    float* yr = y + (r - r0) * oc;
+    float* yr = BITS ? nullptr : y + (r - r0) * oc;
+    uint64_t* br = BITS ? bits + (r - r0) : nullptr;
     for (int64_t g = 0; g < oc; g += 64) {  // groups of up to 4 vectors
       const int64_t m = oc - g < 64 ? oc - g : 64, V = (m + 15) / 16, tail = m - 16 * (V - 1);
       const __mmask16 last = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
       switch (V) {
-        case 1: run512<1, 12>(d, origin, run, step, g, last, yr); break;
-        case 2: run512<2, 12>(d, origin, run, step, g, last, yr); break;
-        case 3: run512<3, 8>(d, origin, run, step, g, last, yr); break;
-        default: run512<4, 6>(d, origin, run, step, g, last, yr); break;
+        case 1: run512<1, 12, BITS>(d, origin, run, step, g, last, yr, br); break;
+        case 2: run512<2, 12, BITS>(d, origin, run, step, g, last, yr, br); break;
+        case 3: run512<3, 8, BITS>(d, origin, run, step, g, last, yr, br); break;
+        default: run512<4, 6, BITS>(d, origin, run, step, g, last, yr, br); break;
       }
     }
   }
 }
 
 // AVX2: vectors of 8 channels, groups of up to 2 vectors (16 registers).
-template <int V, int P>
+template <int V, int P, bool BITS>
 LOWBIT_TARGET_AVX2_FMA static inline void block256(const DirectConv& d, const float* x, int64_t step,
-                                               int64_t g, int tail, float* y) {
+                                               int64_t g, int tail, float* y, uint64_t* bits) {
   __m256 acc[P][V];
   for (int p = 0; p < P; ++p)
     for (int v = 0; v < V; ++v) acc[p][v] = _mm256_setzero_ps();
@@ -175,6 +225,22 @@ LOWBIT_TARGET_AVX2_FMA static inline void block256(const DirectConv& d, const fl
       for (int v = 0; v < V; ++v) acc[p][v] = _mm256_fmadd_ps(xb, w[v], acc[p][v]);
     }
   }
+  if (BITS) {  // this group's 8 V bits of each pixel's word (|= into words the caller zeroed)
+    __m256 t[V];
+    for (int v = 0; v < V; ++v) t[v] = _mm256_load_ps(d.t + g + 8 * v);
+    const uint64_t keep = (uint64_t{1} << (8 * (V - 1) + tail)) - 1;
+    for (int p = 0; p < P; ++p) {
+      uint64_t part = 0;
+      for (int v = 0; v < V; ++v) {
+        const uint64_t f = (d.flip >> (g + 8 * v)) & 0xFF;
+        const uint64_t ge = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(acc[p][v], t[v], _CMP_GE_OQ)));
+        const uint64_t le = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(acc[p][v], t[v], _CMP_LE_OQ)));
+        part |= ((ge & ~f) | (le & f)) << (8 * v);
+      }
+      bits[p] |= (part & keep) << g;
+    }
+    return;
+  }
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail), lanes);
   for (int p = 0; p < P; ++p) {
@@ -185,38 +251,43 @@ LOWBIT_TARGET_AVX2_FMA static inline void block256(const DirectConv& d, const fl
   }
 }
 
-template <int V, int P>
+template <int V, int P, bool BITS>
 LOWBIT_TARGET_AVX2_FMA static inline void run256(const DirectConv& d, const float* origin, int64_t run,
-                                             int64_t step, int64_t g, int tail, float* y) {
+                                             int64_t step, int64_t g, int tail, float* y, uint64_t* bits) {
   int64_t p = 0;
-  for (; p + P <= run; p += P) block256<V, P>(d, origin + p * step, step, g, tail, y + p * d.oc);
-  for (; p + 2 <= run; p += 2) block256<V, 2>(d, origin + p * step, step, g, tail, y + p * d.oc);
-  for (; p < run; ++p) block256<V, 1>(d, origin + p * step, step, g, tail, y + p * d.oc);
+  for (; p + P <= run; p += P) block256<V, P, BITS>(d, origin + p * step, step, g, tail, y + p * d.oc, bits + p);
+  for (; p + 2 <= run; p += 2) block256<V, 2, BITS>(d, origin + p * step, step, g, tail, y + p * d.oc, bits + p);
+  for (; p < run; ++p) block256<V, 1, BITS>(d, origin + p * step, step, g, tail, y + p * d.oc, bits + p);
 }
 
+template <bool BITS>
 LOWBIT_TARGET_AVX2_FMA static inline void direct_avx2_impl(const DirectConv& d, const float* xp, int64_t r0,
-                                                       int64_t nr, float* y) {
+                                                       int64_t nr, float* y, uint64_t* bits) {
   const int64_t step = d.sw * d.c, oc = d.oc;
   for (int64_t r = r0, run; r < r0 + nr; r += run) {
     const float* origin;
     run = next_run(d, xp, r, r0 + nr, &origin);
-    float* yr = y + (r - r0) * oc;
+    float* yr = BITS ? nullptr : y + (r - r0) * oc;
+    uint64_t* br = BITS ? bits + (r - r0) : nullptr;
+    if (BITS) std::memset(br, 0, static_cast<size_t>(run) * 8);
     for (int64_t g = 0; g < oc; g += 16) {
       const int64_t m = oc - g < 16 ? oc - g : 16;
       const int tail = static_cast<int>(m > 8 ? m - 8 : m);
-      if (m > 8) run256<2, 6>(d, origin, run, step, g, tail, yr);
-      else run256<1, 12>(d, origin, run, step, g, tail, yr);
+      if (m > 8) run256<2, 6, BITS>(d, origin, run, step, g, tail, yr, br);
+      else run256<1, 12, BITS>(d, origin, run, step, g, tail, yr, br);
     }
   }
 }
 
 LOWBIT_TARGET_AVX512_FMA inline void direct_avx512(const DirectConv& d, const float* xp, int64_t r0,
-                                               int64_t nr, float* y) {
-  direct_avx512_impl(d, xp, r0, nr, y);
+                                               int64_t nr, float* y, uint64_t* bits) {
+  if (bits) direct_avx512_impl<true>(d, xp, r0, nr, y, bits);
+  else direct_avx512_impl<false>(d, xp, r0, nr, y, bits);
 }
 LOWBIT_TARGET_AVX2_FMA inline void direct_avx2(const DirectConv& d, const float* xp, int64_t r0, int64_t nr,
-                                           float* y) {
-  direct_avx2_impl(d, xp, r0, nr, y);
+                                           float* y, uint64_t* bits) {
+  if (bits) direct_avx2_impl<true>(d, xp, r0, nr, y, bits);
+  else direct_avx2_impl<false>(d, xp, r0, nr, y, bits);
 }
 #endif
 
@@ -226,6 +297,9 @@ inline DirectFn find_direct(const std::string& path) {
 #if LOWBIT_X86_PATHS
   if (path == "avx2") return &direct_detail::direct_avx2;
   if (path == "avx512") return &direct_detail::direct_avx512;
+#endif
+#if LOWBIT_NEON_PATH
+  if (path == "neon") return &direct_detail::direct_neon<DirectConv>;
 #endif
   return &direct_detail::direct_portable;
 }

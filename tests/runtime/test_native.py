@@ -315,3 +315,44 @@ def test_float_conv_with_fused_sign_and_threshold(oc, between, tmp_path):
     acc = torch_accumulators(model, torch.from_numpy(x))
     rn = _check(path, [ref], acc, x, True)
     assert any(op["op"] == "batchnorm" for op in rn.ops) and rn.native.fused
+
+
+# The direct float conv (csrc/graph/fconv_direct.h: few input channels, output channels in the
+# vector lanes; portable = the reference twin, avx2, avx512) at word-edge channel counts, with
+# its fused compare-into-bits (sign / BatchNorm thresholds with flips, also before a bits max
+# pool) and with a float output program; against torch and the Python executor on every path,
+# and against the im2col + GEMM path (LOWBIT_FCONV_DIRECT=0).
+_GEOMETRY = [(1, 5, 1, 0), (1, 3, 1, 1), (2, 3, 2, 1), (3, 3, 1, 1), (3, 5, 2, 2)]  # cin, k, stride, pad
+
+
+@pytest.mark.parametrize("tail", ["float", "bn-sign", "pool-bn-sign", "sign"])
+@pytest.mark.parametrize("oc", [1, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_direct_float_conv_word_edges(oc, tail, tmp_path, monkeypatch):
+    from torch import nn
+    from lowbit.train.layers import QuantConv2d
+    from lowbit.train.quantizers import SteSign
+    cin, k, stride, pad = _GEOMETRY[[1, 31, 32, 33, 63, 64, 65, 127, 128, 129].index(oc) % 5]
+    torch.manual_seed(oc)
+    conv = nn.Conv2d(cin, oc, k, stride=stride, padding=pad, bias=tail != "sign")
+    if tail == "float":
+        model = nn.Sequential(conv, nn.ReLU())
+    else:
+        sign_layer = QuantConv2d(oc, 4, 3, padding=1, bias=False, input_quantizer="ste_sign",
+                                 weight_quantizer="ste_sign")
+        mid = [nn.MaxPool2d(2)] if tail == "pool-bn-sign" else []
+        mid += [nn.BatchNorm2d(oc)] if tail != "sign" else [SteSign()]
+        model = nn.Sequential(conv, *mid, sign_layer)
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(oc).standard_normal((3, cin, 11, 11)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x)) if tail != "float" else None
+    rn = _check(path, [ref], acc, x, True)
+    assert rn.native.fused or tail == "float"
+    monkeypatch.setenv("LOWBIT_FCONV_DIRECT", "0")
+    for kpath in PATHS:
+        gemm = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
+        _close(gemm, ref.reshape(len(x), -1), f"{kpath}: GEMM path vs torch")

@@ -22,6 +22,8 @@ executor.  No torch here.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from lowbit.runtime import kernels as K
@@ -189,6 +191,8 @@ class NativeGraph:
     def _fconv(self, i: int, x: int, attrs: dict, steps: list) -> None:
         """Adds a float conv (with its output program and fused bits / pool) for graph op i."""
         end, pool = self._fuse_bits(self._fuse(i, steps), i, attrs)
+        # LOWBIT_FCONV_DIRECT=0: im2col + GEMM also for few input channels (tests, benchmarks)
+        attrs["direct"] = int(os.environ.get("LOWBIT_FCONV_DIRECT", "1") != "0")
         vid = self._add("fconv", i, [x], dict(attrs, **self._program(steps)))
         if pool is not None:
             vid = self._add("maxpool", i, [vid], pool)
