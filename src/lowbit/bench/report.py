@@ -19,15 +19,21 @@ report).  One record = one system measured at one batch size and thread count:
     file_bytes             int           model file on disk
     weight_bytes           int           resident weight bytes
     peak_rss_bytes         int           peak process RSS (fresh process, lowbit.bench.measure)
+    acc_reference          float         accuracy of the model this one was derived from (e.g.
+                                         the float model a Deep Compression file came from)
+    reference_method       str           that model's name
+    quality, quality_name  float, str    a score other than accuracy ("held-out mAP@0.5")
     macs, float_macs, bops int           per image
     layers                 [{name, op, ms}]  per-layer time of one call (optional profile)
 
 Size, memory, accuracy and op fields may sit on any one record of a (method, system) pair; the
 first value found is used.  Records of several runs are merged by (method, system, batch,
 threads): for the tables the first record of a pair is its summary, the last one per batch
-its throughput -- report one run per (method, system) to avoid mixing.  Output: ``report.md`` and ``acc_vs_throughput.png``,
-``latency_vs_batch.png``, ``model_size.png``, ``layer_times.png`` (the last only with layer
-times; the first only with accuracies).
+its throughput -- report one run per (method, system) to avoid mixing.  Output: ``report.md``
+(an "Outcome" sentence per method, :mod:`lowbit.bench.report_text`; the tables) and the plots of
+:mod:`lowbit.bench.report_plots`: ``acc_vs_throughput.png``, ``latency_vs_batch.png``,
+``model_size.png``, ``layer_times.png`` (the last only with layer times; the first only with
+accuracies).
 """
 from __future__ import annotations
 
@@ -36,10 +42,15 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+from lowbit.bench.report_plots import make_plots
+from lowbit.bench.report_text import outcome_sentences
+
 __all__ = ["load_records", "validate", "write_report", "main", "REQUIRED"]
 
 REQUIRED = ("method", "system", "batch", "threads", "latency_ms", "throughput")
-_PER_SYSTEM = ("acc", "file_bytes", "weight_bytes", "peak_rss_bytes", "macs", "float_macs", "bops")
+_PER_SYSTEM = ("acc", "file_bytes", "weight_bytes", "peak_rss_bytes", "import_rss_bytes", "macs",
+               "float_macs", "bops", "acc_reference", "reference_method", "quality",
+               "quality_name")
 
 
 def load_records(paths) -> tuple[list[dict], list[dict], list[str]]:
@@ -128,82 +139,6 @@ def _fmt(v, kind="num"):
     return f"{v:,}"
 
 
-def _plots(per, out: Path, plt) -> list[str]:
-    made = []
-    labels = {k: f"{k[0]} / {k[1]}" for k in per}
-    # accuracy vs throughput
-    pts = [(k, d) for k, d in per.items() if d.get("acc") is not None]
-    if pts:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for k, d in pts:
-            ax.scatter(d["base"]["throughput"], 100 * d["acc"], s=40)
-            ax.annotate(labels[k], (d["base"]["throughput"], 100 * d["acc"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("throughput, images/s (batch %d, %d thread(s))"
-                      % (pts[0][1]["base"]["batch"], pts[0][1]["base"]["threads"]))
-        ax.set_ylabel("test accuracy, %")
-        ax.set_title("accuracy vs throughput")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "acc_vs_throughput.png", dpi=110)
-        plt.close(fig)
-        made.append("acc_vs_throughput.png")
-    # latency and throughput vs batch size
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for k, d in per.items():
-        for t in sorted({r["threads"] for r in d["records"]}):
-            rs = sorted((r for r in d["records"] if r["threads"] == t), key=lambda r: r["batch"])
-            b = [r["batch"] for r in rs]
-            a1.plot(b, [r["latency_ms"]["p50"] / r["batch"] for r in rs], marker="o",
-                    label=f"{labels[k]} ({t}t)")
-            a2.plot(b, [r["throughput"] for r in rs], marker="o", label=f"{labels[k]} ({t}t)")
-    for ax, yl in ((a1, "latency per image, ms (p50 / batch)"), (a2, "throughput, images/s")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(yl)
-        ax.grid(alpha=0.3, which="both")
-    a2.legend(fontsize=7)
-    fig.suptitle("latency and throughput vs batch size")
-    fig.tight_layout()
-    fig.savefig(out / "latency_vs_batch.png", dpi=110)
-    plt.close(fig)
-    made.append("latency_vs_batch.png")
-    # model size
-    keys = list(per)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys) + 2), 4.2))
-    w = 0.4
-    for j, (field, name) in enumerate((("file_bytes", "file"), ("weight_bytes", "weights in RAM"))):
-        ax.bar([i + (j - 0.5) * w for i in range(len(keys))],
-               [(per[k].get(field) or 0) / 1e6 for k in keys], w, label=name)
-    ax.set_xticks(range(len(keys)), [labels[k] for k in keys], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("MB")
-    ax.set_title("model size")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "model_size.png", dpi=110)
-    plt.close(fig)
-    made.append("model_size.png")
-    # per-layer time
-    prof = [(k, d["layers"]) for k, d in per.items() if d.get("layers")]
-    if prof:
-        fig, axes = plt.subplots(len(prof), 1, figsize=(8, 0.9 + 0.28 * sum(len(l) for _, l in prof)
-                                                        + 0.6 * len(prof)), squeeze=False)
-        for ax, (k, layers) in zip(axes[:, 0], prof):
-            names = [f"{l['name']} ({l.get('op', '')})" for l in layers]
-            ax.barh(range(len(layers)), [l["ms"] for l in layers])
-            ax.set_yticks(range(len(layers)), names, fontsize=7)
-            ax.invert_yaxis()
-            ax.set_xlabel("ms per call")
-            ax.set_title(labels[k], fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / "layer_times.png", dpi=110)
-        plt.close(fig)
-        made.append("layer_times.png")
-    return made
-
-
 def write_report(records: list[dict], out_dir, metas=(), notes=()) -> Path:
     """Write ``report.md`` and the plots into ``out_dir``; returns the report path."""
     import matplotlib
@@ -214,12 +149,15 @@ def write_report(records: list[dict], out_dir, metas=(), notes=()) -> Path:
     problems = validate(records)
     good = [r for i, r in enumerate(records) if all(k in r for k in REQUIRED)]
     per = _per_system(good)
-    made = _plots(per, out, plt)
+    made = make_plots(per, out, plt)
     torch_ref = {k[0]: d["base"] for k, d in per.items() if k[1] == "torch-fp32"}
 
     L = ["# lowbit benchmark report", ""]
     for m in metas:
         L.append("- " + ", ".join(f"{k}: {v}" for k, v in m.items()))
+    L += ["", "## Outcome", "", "One sentence per model, generated from the records below "
+          "(speed-ups = their p50 / lowbit's p50 at the same batch and threads).", ""]
+    L += [f"- {x}" for x in outcome_sentences(per, metas)]
     L += ["", "## Summary (per method and system)", "",
           "Latency = p50 / p90 wall time per call at the smallest batch and fewest threads "
           "measured; best throughput over all batch sizes and thread counts; speed-up = "
@@ -265,7 +203,8 @@ def update_results_md(report_path, md_path, sources=(), heading: str = "## Measu
     the markers are absent) with the tables of ``report_path`` (a ``report.md``): the numbers in
     the docs come from the JSON, not from a hand."""
     text = Path(report_path).read_text()
-    body = text[text.index("## Summary"):] if "## Summary" in text else text
+    first = next((h for h in ("## Outcome", "## Summary") if h in text), None)
+    body = text[text.index(first):] if first else text
     body = body.split("\n## Plots", 1)[0].rstrip()
     body = body.replace("## ", "### ")
     rel = Path(report_path).parent
