@@ -30,6 +30,7 @@
 #ifndef LOWBIT_MCU_H
 #define LOWBIT_MCU_H
 
+#include <math.h> /* fmaf: one instruction (VFMA.F32) on a Cortex-M4F */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,47 +126,60 @@ static inline void lb_input_u8(const uint8_t *in, const float *tables, int32_t n
  * `pad`, then the stage, then an optional max pool (pkh x pkw, stride psh x psw, no padding;
  * 1 x 1 / 1: none) fused in: each pooled output computes the conv outputs of its window.
  *   acc(o, oy, ox) = sum_{c, ky, kx} w[o][c][ky][kx] * x[c][oy*sh - ph + ky][ox*sw - pw + kx]
- * y: (oc, out_h, out_w). */
+ * The sum runs over (ky, kx, c) with one fused multiply-add per term (fmaf: a single
+ * rounding), the order and rounding of the Python runtime's im2col GEMM on a BLAS that
+ * accumulates each output in one FMA chain (OpenBLAS), so that float first layers mostly give
+ * the same bits; weights are laid out [oc][kh][kw][c] to match.
+ * y: float (oc, out_h, out_w), or, with thr_t, the bits of a folded sign(BatchNorm) of those
+ * values (bit = s_o * (v - t_o) >= 0, lb_sign_bits) at (py * out_w + px) * out_ps + o: a
+ * float first layer then never stores its float output (bnn-lenet5: 576 bytes, not 11 KB). */
 typedef struct {
     int32_t c, h, w, oc, kh, kw, sh, sw, ph, pw;
     float pad;
     int32_t pkh, pkw, psh, psw, out_h, out_w;
     const float *wt;
     lb_stage_t st;
+    const float *thr_t, *thr_s; /* NULL: float output */
+    int32_t out_ps, out_words;
 } lb_fconv_t;
 
 static inline float lb_fconv_at(const lb_fconv_t *p, const float *x, int32_t o, int32_t oy,
                                int32_t ox)
 {
-    const float *wk = p->wt + o * p->c * p->kh * p->kw;
+    const float *wk = p->wt + o * p->kh * p->kw * p->c;
     float acc = 0.0f;
-    int32_t ci, ky, kx, iy0 = oy * p->sh - p->ph, ix0 = ox * p->sw - p->pw;
+    int32_t ci, ky, kx, iy0 = oy * p->sh - p->ph, ix0 = ox * p->sw - p->pw, hw = p->h * p->w;
     if (iy0 >= 0 && ix0 >= 0 && iy0 + p->kh <= p->h && ix0 + p->kw <= p->w) {
         /* the window lies inside the input: no bounds tests (the same order of the sum) */
-        for (ci = 0; ci < p->c; ++ci) {
-            const float *xr = x + (ci * p->h + iy0) * p->w + ix0;
-            for (ky = 0; ky < p->kh; ++ky, xr += p->w, wk += p->kw)
+        const float *xr = x + iy0 * p->w + ix0;
+        if (p->c == 1) { /* a first layer on grey images: no channel loop */
+            for (ky = 0; ky < p->kh; ++ky, xr += p->w)
                 for (kx = 0; kx < p->kw; ++kx)
-                    acc = acc + wk[kx] * xr[kx];
+                    acc = fmaf(*wk++, xr[kx], acc);
+            return lb_stage(&p->st, acc, o);
         }
+        for (ky = 0; ky < p->kh; ++ky, xr += p->w)
+            for (kx = 0; kx < p->kw; ++kx)
+                for (ci = 0; ci < p->c; ++ci)
+                    acc = fmaf(*wk++, xr[ci * hw + kx], acc);
         return lb_stage(&p->st, acc, o);
     }
-    for (ci = 0; ci < p->c; ++ci)
-        for (ky = 0; ky < p->kh; ++ky, wk += p->kw) {
-            int32_t iy = iy0 + ky;
-            for (kx = 0; kx < p->kw; ++kx) {
-                int32_t ix = ix0 + kx;
-                float v = (iy < 0 || iy >= p->h || ix < 0 || ix >= p->w)
-                              ? p->pad : x[(ci * p->h + iy) * p->w + ix];
-                acc = acc + wk[kx] * v;
-            }
+    for (ky = 0; ky < p->kh; ++ky) {
+        int32_t iy = iy0 + ky;
+        for (kx = 0; kx < p->kw; ++kx) {
+            int32_t ix = ix0 + kx, in = iy >= 0 && iy < p->h && ix >= 0 && ix < p->w;
+            for (ci = 0; ci < p->c; ++ci)
+                acc = fmaf(*wk++, in ? x[ci * hw + iy * p->w + ix] : p->pad, acc);
         }
+    }
     return lb_stage(&p->st, acc, o);
 }
 
-static inline void lb_fconv(const lb_fconv_t *p, const float *x, float *y)
+static inline void lb_fconv(const lb_fconv_t *p, const float *x, void *y)
 {
     int32_t o, py, px, qy, qx;
+    if (p->thr_t)
+        lb_zero_words((uint32_t *)y, p->out_words);
     for (o = 0; o < p->oc; ++o)
         for (py = 0; py < p->out_h; ++py)
             for (px = 0; px < p->out_w; ++px) {
@@ -176,7 +190,15 @@ static inline void lb_fconv(const lb_fconv_t *p, const float *x, float *y)
                         if ((qy == 0 && qx == 0) || v > m)
                             m = v;
                     }
-                y[(o * p->out_h + py) * p->out_w + px] = m;
+                if (!p->thr_t) {
+                    ((float *)y)[(o * p->out_h + py) * p->out_w + px] = m;
+                } else {
+                    float z = m - p->thr_t[o];
+                    if (p->thr_s[o] < 0.0f)
+                        z = -z;
+                    if (z >= 0.0f)
+                        lb_set_bit((uint32_t *)y, (py * p->out_w + px) * p->out_ps + o);
+                }
             }
 }
 

@@ -28,7 +28,7 @@ def have_toolchain() -> bool:
 
 def host_build(export_dir: Path, exe: Path, trace: bool = True) -> Path:
     cmd = [HOST_CC, *CFLAGS, f"-I{export_dir}", str(export_dir / "lowbit_model.c"),
-           str(MCU / "host_main.c"), "-o", str(exe)]
+           str(MCU / "host_main.c"), "-o", str(exe), "-lm"]
     if trace:
         cmd.insert(1, "-DLOWBIT_TRACE=lowbit_trace")
     r = subprocess.run(cmd, capture_output=True, text=True)

@@ -13,16 +13,12 @@ import numpy as np
 from lowbit import codec
 from lowbit.cexport.cdata import c_array
 from lowbit.cexport.lower import Lowered, Step, Unsupported, Value, cname
-from lowbit.cexport.qlayers import LayerMixin
+from lowbit.cexport.qlayers import LayerMixin, _sign_reader
 from lowbit.codec.fold import bn_affine, fold_float_threshold
 
 F32 = np.float32
 SUPPORTED = ("conv2d", "dense", "qconv2d", "qdense", "batchnorm", "maxpool2d", "relu",
              "hardtanh", "sign", "flatten", "add")
-
-
-def _sign_reader(op: dict) -> bool:
-    return op["op"] == "sign" or (op["op"] in ("qconv2d", "qdense") and op["in"] == "sign")
 
 
 class Builder(LayerMixin):

@@ -1,7 +1,7 @@
 """Conv and dense layers of ``lower``: float conv2d / dense and the quantized qconv2d / qdense.
 
 Weights become flash constants in the kernels' layouts (csrc/mcu/lowbit_mcu.h):
-- float conv: [oc][c][kh][kw] (the file's qconv2d levels (OC, KH, KW, C) are transposed);
+- float conv: [oc][kh][kw][c] (the im2col order of the Python runtime's conv2d_float);
 - binary conv: per (oc, ky, kx) the c channel bits padded to whole words;
 - binary dense: each row in the bits layout of its input (a 4x4x50 input in the stream
   layout: 800 bits = 25 words a row); a flat dense reading spatial bits takes its columns in
@@ -15,8 +15,14 @@ import numpy as np
 from lowbit import codec
 from lowbit.cexport.cdata import pack_layout, struct_init
 from lowbit.cexport.lower import Unsupported, cname
+from lowbit.codec.fold import fold_float_threshold
 
 F32 = np.float32
+
+
+def _sign_reader(op: dict) -> bool:
+    """An op that reads only the signs of its input (as the Python runtime decides)."""
+    return op["op"] == "sign" or (op["op"] in ("qconv2d", "qdense") and op["in"] == "sign")
 
 
 class LayerMixin:
@@ -53,20 +59,46 @@ class LayerMixin:
         return ident
 
     # -- float layers -------------------------------------------------------------------------
+    def _sign_bn_fusion(self, out: str):
+        """A BatchNorm that alone reads ``out`` and whose output only signs read: its output
+        value and float thresholds (t, s), computed by the conv itself; else None."""
+        users = self.readers.get(out, [])
+        if len(users) != 1 or users[0] < 0 or self.ops[users[0]]["op"] != "batchnorm":
+            return None
+        bn = self.ops[users[0]]
+        bn_users = self.readers.get(bn["outputs"][0], [])
+        if not bn_users or not all(u >= 0 and _sign_reader(self.ops[u]) for u in bn_users):
+            return None
+        self.skip.add(users[0])
+        stats = [self.tensor(bn, k) for k in ("gamma", "beta", "mean", "var")]
+        return bn["outputs"][0], fold_float_threshold(*stats, bn["eps"])
+
     def _float_conv(self, i, op, x, w: np.ndarray, stage: dict, pad: float) -> None:
         name = cname(op.get("name") or f"op{i}")
         out, (pkh, pkw, psh, psw) = self._pool_fusion(op["outputs"][0])
         shape = self.shapes[out]
         oc, c, kh, kw = w.shape
         (sh, sw), (ph, pw) = op.get("stride") or (1, 1), op.get("padding") or (0, 0)
-        pn = self._params("lb_fconv_t", name, {
+        fields = {
             "c": c, "h": x.shape[1], "w": x.shape[2], "oc": oc, "kh": kh, "kw": kw, "sh": sh,
             "sw": sw, "ph": ph, "pw": pw, "pad": float(pad), "pkh": pkh, "pkw": pkw, "psh": psh,
             "psw": psw, "out_h": shape[1], "out_w": shape[2],
-            "wt": self.const("float", f"{name}_w", np.asarray(w, F32)), "st": stage})
-        self.new(out, "f", shape)
+            "wt": self.const("float", f"{name}_w", np.asarray(w, F32).transpose(0, 2, 3, 1)),
+            "st": stage,
+            "thr_t": "NULL", "thr_s": "NULL", "out_ps": 0, "out_words": 0}
+        fused = " + max pool" if pkh * pkw > 1 or psh * psw > 1 else ""
+        sign_bn = self._sign_bn_fusion(out)
+        if sign_bn is not None:
+            out, (t, s) = sign_bn
+            o = self.values[self.new(out, "b", shape)]
+            fields.update(thr_t=self.const("float", f"{out}_t", t),
+                          thr_s=self.const("float", f"{out}_s", s), out_ps=o.pstride,
+                          out_words=o.words)
+            fused += f" + sign({out}) as float thresholds -> bits"
+        else:
+            self.new(out, "f", shape)
+        pn = self._params("lb_fconv_t", name, fields)
         self.kernels.add("lb_fconv")
-        fused = " + max pool (fused)" if pkh * pkw > 1 or psh * psw > 1 else ""
         self.add_step(f"{op.get('name')}: float conv {x.shape} -> {shape}{fused}", [x.name], out,
                       lambda p: f"lb_fconv(&{pn}, {p(x.name)}, {p(out)});")
 
