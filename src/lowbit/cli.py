@@ -106,6 +106,15 @@ def _add_runtime(sub: argparse._SubParsersAction) -> None:
     _add_file_eval_args(p)
     p.set_defaults(func=_run)
 
+    p = sub.add_parser("export-c", help="a model file as portable C99 for microcontrollers: "
+                                        "const weights, a static arena, lowbit_predict() "
+                                        "(docs/deploy.md)")
+    p.add_argument("file", metavar="MODEL", help="a lowbit model file (lowbit export)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the C files")
+    p.add_argument("--prefix", default="lowbit", help="C name prefix: PREFIX_predict, "
+                                                      "PREFIX_model.{h,c} (default: lowbit)")
+    p.set_defaults(func=_export_c)
+
 
 def _add_file_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help=DATA_HELP)
@@ -125,6 +134,11 @@ def _export(args: argparse.Namespace) -> int:
     from lowbit.train.export import export_checkpoint
     return export_checkpoint(args.checkpoint, out, input_shape=args.input_size,
                              overwrite=args.overwrite)
+
+
+def _export_c(args: argparse.Namespace) -> int:
+    from lowbit.cexport.export import command
+    return command(args)
 
 
 def _run(args: argparse.Namespace) -> int:
