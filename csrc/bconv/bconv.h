@@ -76,6 +76,7 @@
 #include <vector>
 
 #include "bconv/driver.h"
+#include "bconv/finish_neon.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -345,6 +346,8 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
 
   const int64_t OC = op.oc;
   const int32_t K = static_cast<int32_t>(op.kbits);
+  const bool neon_bits = st.kind == StageKind::kBits && std::strcmp(kern.path, "neon") == 0;
+  (void)neon_bits;
   auto finish = [&](int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
                     const int32_t* counts, int64_t ldc) {
     constexpr int64_t kTmp = 256;  // a multiple of 64
@@ -361,6 +364,13 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
           const int32_t* corr = pc.at(oh, ow);
           const int32_t* cnt = counts + i * ldc;
           if (++ow == s.ow) { ow = 0; if (++oh == s.oh) oh = 0; }
+#if LOWBIT_NEON_PATH
+          if (neon_bits && op.kind == XKind::kBinary) {  // neon path: counts -> bits (finish_neon.h)
+            binary_bits_row_neon(cnt, K, corr ? corr + oc0 : nullptr, stage.lt + oc0, stage.notflip + oc0 / 64,
+                                 noc, static_cast<uint64_t*>(st.out) + pix * ((OC + 63) / 64) + oc0 / 64);
+            continue;
+          }
+#endif
           for (int64_t j0 = 0; j0 < noc; j0 += kTmp) {
             const int64_t m = std::min(kTmp, noc - j0);
             // int32 out: write the accumulators in place, no temporary

@@ -11,7 +11,8 @@
 // Paths: portable (plain C++), avx2 (compare + movemask, 8 floats / 32 int8 per
 // instruction), avx512 (compare into a mask register, 16 floats / 64 int8 per
 // instruction).  Only whole 64-element words use SIMD; the last partial word of a row goes
-// through the portable loop, which writes zero pad bits.
+// through the portable loop, which writes zero pad bits.  neon (bitpack_neon.h): compares
+// and a narrowing "movemask"; it packs a partial last word from a copy padded with -1.
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 
 #include "common/target.h"
 #include "common/threads.h"
+#include "bitpack/bitpack_neon.h"
 
 namespace lowbit {
 namespace bitpack_detail {
@@ -179,7 +181,7 @@ inline const PackEntry<T>* pack_table() {
       {"avx512", &pack_row_avx512<T>},
 #endif
 #if LOWBIT_NEON_PATH
-      {"neon", &pack_row_portable<T>},
+      {"neon", &pack_row_neon<T>},  // bitpack_neon.h (double: the portable loop)
 #endif
       {nullptr, nullptr},
   };

@@ -5,13 +5,15 @@
 // float32 difference x - t has the sign of the exact difference and is 0 only when x = t.
 // Row layout and pad bits as bitpack.h (c channels -> ceil(c/64) words, pad bits 0).
 // Paths: portable (a plain loop), avx2 (two compares + movemask per 8 channels), avx512
-// (two compares into mask registers per 16 channels; masked loads for the tail).
+// (two compares into mask registers per 16 channels; masked loads for the tail), neon
+// (threshold_neon.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "common/target.h"
+#include "bitpack/threshold_neon.h"
 
 namespace lowbit {
 namespace threshold_detail {
@@ -87,6 +89,9 @@ LOWBIT_TARGET_AVX512 inline void threshold_row_avx512_fn(const float* x, const f
 
 // The row function of a compiled path (the caller checked the CPU runs it).
 inline ThresholdRowFn find_threshold(const std::string& path) {
+#if LOWBIT_NEON_PATH
+  if (path == "neon") return &threshold_row_neon;  // threshold_neon.h
+#endif
 #if LOWBIT_X86_PATHS
   if (path == "avx2") return &threshold_row_avx2_fn;
   if (path == "avx512") return &threshold_row_avx512_fn;
