@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.lowbit-installed
-SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
+SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc -type f -not -path 'csrc/mcu/*' 2>/dev/null)
 
 .PHONY: demo test setup data simde clean
 
@@ -54,3 +54,15 @@ cross-test:
 	  -o build/cross/lowbit-run -static -lpthread -Wl,--gc-sections -s
 	$(MAKE) -s setup
 	$(VENV)/bin/python tests/deploy/cross_check.py build/cross/lowbit-run "$(QEMU_A64)"
+
+# mcu-test: `lowbit export-c` (docs/deploy.md) of bnn-lenet5 built with arm-none-eabi-gcc + newlib
+# for a Cortex-M4F linked into 128 KiB flash / 32 KiB RAM, run under qemu-system-arm (MPS2 AN386,
+# semihosting, -icount): predictions equal to the Python runtime's, logits equal to the host
+# build's bit for bit, binary accumulators equal on the host; prints flash, RAM, stack and
+# instructions per inference.  MCU_MODEL=file.lbm checks that file instead of a random-init one.
+# Uses the venv of `make setup`.  Debian packages: gcc-arm-none-eabi libnewlib-arm-none-eabi
+# qemu-system-arm.
+.PHONY: mcu-test
+mcu-test:
+	$(PY) tests/deploy/mcu_check.py $(MCU_MODEL)
+	$(PY) -m pytest -q tests/deploy/test_mcu.py
