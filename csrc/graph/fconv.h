@@ -13,6 +13,7 @@
 #include "common/threads.h"
 #include "graph/fconv_direct.h"
 #include "graph/fgemm.h"
+#include "graph/fsparse.h"
 #include "graph/float_ops.h"
 #include "graph/spec.h"
 
@@ -81,9 +82,11 @@ class FConvOp : public Op {
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
               operand_ == Operand::kNone;
     copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
-    // few input channels (a first layer): the direct conv (fconv_direct.h), unless the plan
-    // says direct=0 (tests and benchmarks of the GEMM path)
-    if (!direct_ && !b_trans_ && in_.c <= 4 && kh_ * kw_ > 1 && K_ <= 128 && sp.i("direct", 1)) {
+    // few input channels (a first layer): the direct conv (fconv_direct.h); also any conv of
+    // at most 64 output channels on few output pixels (use_direct); not when the plan says
+    // direct=0 (tests and benchmarks of the GEMM path)
+    small_c_ = in_.c <= 4 && K_ <= 128;
+    if (!direct_ && !b_trans_ && kh_ * kw_ > 1 && (small_c_ || oc_ <= 64) && sp.i("direct", 1)) {
       dconv_ = std::make_unique<DirectConv>();
       DirectConv& d = *dconv_;
       d.c = in_.c; d.kh = kh_; d.kw = kw_; d.sh = sh_; d.sw = sw_;
@@ -91,6 +94,15 @@ class FConvOp : public Op {
       d.oh = out.h; d.ow = out.w; d.oc = oc_;
       d.init(B_);
       dfn_ = find_direct(sp.s("path", "portable"));
+    }
+    // a dense layer with at most a quarter of its weights nonzero (a pruned Deep-Compression
+    // layer): the sparse product (fsparse.h), unless the plan says sparse=0
+    if (direct_ && b_trans_ && in_.h == 1 && in_.w == 1 && !xnor_ && sp.i("sparse", 1)) {
+      auto sd = std::make_unique<SparseDense>();
+      if (sd->init(B_, oc_, K_, 0.25)) {
+        sparse_ = std::move(sd);
+        sfn_ = find_sparse(sp.s("path", "portable"));
+      }
     }
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
@@ -107,10 +119,17 @@ class FConvOp : public Op {
   // Output rows per GEMM call: the chunk's im2col rows (~96 KiB) and, with bits out, its float
   // result (~32 KiB) stay in L2 / L1 between the GEMM and the packing.
   int64_t chunk_rows(int64_t M) const {
+    if (sparse_) return std::min<int64_t>(M, 64);  // whole 16-row blocks
     int64_t r = (int64_t{96} << 10) / std::max<int64_t>(1, K_ * 4);
     if (bits_) r = std::min(r, (int64_t{32} << 10) / (oc_ * 4));
     return std::min(M, std::max<int64_t>(16, r));
   }
+  // The direct conv runs a first layer at any batch, other convs while the call has at most
+  // kDirectRows output pixels (LeNet-5's conv2 at batch 1-4: 13 % faster than im2col + GEMM
+  // there; at batch 64 the GEMM wins: its packed weights stay in L1, the direct conv's
+  // 500 x 64 do not).
+  static constexpr int64_t kDirectRows = 256;
+  bool use_direct(int64_t n) const { return dconv_ && (small_c_ || n * out.h * out.w <= kDirectRows); }
   int workers(int64_t n, int threads) const {
     const int64_t M = n * out.h * out.w;
     return threads_for(threads, M * K_ * oc_, int64_t{1} << 18);
@@ -118,13 +137,15 @@ class FConvOp : public Op {
   std::vector<int64_t> temps(int64_t n, int threads) const override {
     const int64_t M = n * out.h * out.w;
     std::vector<int64_t> t;
-    t.push_back(direct_ || dconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
+    const bool ud = use_direct(n);
+    t.push_back(direct_ || ud ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
-    const bool rows = bits_ && !dbits_;
+    const bool rows = bits_ && !(dbits_ && ud);
     t.push_back(rows ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
     t.push_back(rows ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
-    t.push_back(dconv_ && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
+    t.push_back(ud && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
+    t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4 : 0);   // sparse blocks
     return t;
   }
 
@@ -142,7 +163,8 @@ class FConvOp : public Op {
       transform_operand(operand_, x, n * in_.h * in_.w * in_.c, op_a_, op_b_, t);
       x = t;
     }
-    if (dconv_ && (ph_ || pw_)) {
+    const bool ud = use_direct(n), db = dbits_ && ud;
+    if (ud && (ph_ || pw_)) {
       float* xp = static_cast<float*>(c.tmp[5]);
       pad_input(x, n, xp);
       x = xp;
@@ -155,20 +177,22 @@ class FConvOp : public Op {
     std::atomic<int> next{0};
     parallel_for(chunks, nw, [&](int64_t c0, int64_t c1) {
       const int slot = next.fetch_add(1);
-      float* cols = direct_ ? nullptr : cols_base + slot * rows * K_;
-      float* ybuf = bits_ && !dbits_ ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
+      float* cols = direct_ || ud ? nullptr : cols_base + slot * rows * K_;
+      float* ybuf = bits_ && !db ? static_cast<float*>(c.tmp[3]) + slot * rows * oc_ : nullptr;
       uint64_t* stream = static_cast<uint64_t*>(c.tmp[4]);
       if (stream) stream += slot * bits_->stream_words(rows);
       for (int64_t ch = c0; ch < c1; ++ch) {
         const int64_t r0 = ch * rows, nr = std::min(rows, M - r0);
         const float* A = x + r0 * K_;
-        if (dbits_) {  // conv + compare + pack in one pass
+        if (db) {  // conv + compare + pack in one pass
           dfn_(*dconv_, x, r0, nr, nullptr, static_cast<uint64_t*>(c.out) + r0);
           continue;
         }
         float* C = bits_ ? ybuf : y + r0 * oc_;
-        if (dconv_) {
+        if (ud) {
           dfn_(*dconv_, x, r0, nr, C, nullptr);
+        } else if (sparse_) {
+          sfn_(*sparse_, A, K_, nr, C, oc_, static_cast<float*>(c.tmp[6]) + slot * sparse_->scratch_floats());
         } else {
           if (!direct_) {
             im2col(x, r0, nr, cols);
@@ -260,6 +284,9 @@ class FConvOp : public Op {
   std::unique_ptr<DirectConv> dconv_;  // few input channels: the direct conv instead of im2col + GEMM
   DirectFn dfn_ = nullptr;
   bool dbits_ = false;  // the direct conv writes the bits (no program, oc <= 64)
+  bool small_c_ = false;  // a first layer: the direct conv at every batch size
+  std::unique_ptr<SparseDense> sparse_;  // mostly-zero dense weights: CSR product
+  SparseFn sfn_ = nullptr;
 };
 
 }  // namespace graph

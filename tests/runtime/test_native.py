@@ -356,3 +356,49 @@ def test_direct_float_conv_word_edges(oc, tail, tmp_path, monkeypatch):
     for kpath in PATHS:
         gemm = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
         _close(gemm, ref.reshape(len(x), -1), f"{kpath}: GEMM path vs torch")
+
+
+def test_direct_conv_many_channels_small_calls(tmp_path, monkeypatch):
+    """Convs with more input channels take the direct conv while a call has few output pixels
+    (LeNet-5's conv2 at batch 1) and im2col + GEMM above: both equal torch, on every path."""
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(),
+                          nn.Conv2d(50, 33, 3, padding=1)).eval()
+    x = np.random.default_rng(5).standard_normal((5, 1, 20, 20)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    for n in (1, 2, 5):  # 16, 32, 80 output pixels per call of conv2 / conv3: the direct conv
+        _check(path, [ref[:n]], None, x[:n], True)
+    xs = np.repeat(x, 4, axis=0)  # 20 images: 320 pixels, im2col + GEMM
+    with torch.no_grad():
+        refs = model(torch.from_numpy(xs)).numpy()
+    _check(path, [refs], None, xs, True)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.25, 0.5])
+def test_sparse_dense_layer(density, tmp_path, monkeypatch):
+    """A dense layer with at most a quarter of its weights nonzero (a pruned Deep-Compression
+    layer) runs the CSR product (csrc/graph/fsparse.h): batch 1 (scalar rows), a few rows
+    (8-lane block), 16-row blocks and partial blocks, on every path, == torch, == the dense GEMM
+    (LOWBIT_FCONV_SPARSE=0) within 1e-5."""
+    from torch import nn
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 7 * 7, 129), nn.ReLU(), nn.Linear(129, 33)).eval()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight[torch.rand(m.weight.shape) >= density] = 0.0
+    x = np.random.default_rng(6).standard_normal((37, 3, 7, 7)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    for n in (1, 2, 9, 16, 17, 37):
+        _check(path, [ref[:n]], None, x[:n], True)
+    monkeypatch.setenv("LOWBIT_FCONV_SPARSE", "0")
+    for kpath in PATHS:
+        dense = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
+        _close(dense, ref, f"{kpath}: dense GEMM vs torch")

@@ -193,6 +193,8 @@ class NativeGraph:
         end, pool = self._fuse_bits(self._fuse(i, steps), i, attrs)
         # LOWBIT_FCONV_DIRECT=0: im2col + GEMM also for few input channels (tests, benchmarks)
         attrs["direct"] = int(os.environ.get("LOWBIT_FCONV_DIRECT", "1") != "0")
+        # LOWBIT_FCONV_SPARSE=0: the dense GEMM also for mostly-zero dense weights
+        attrs["sparse"] = int(os.environ.get("LOWBIT_FCONV_SPARSE", "1") != "0")
         vid = self._add("fconv", i, [x], dict(attrs, **self._program(steps)))
         if pool is not None:
             vid = self._add("maxpool", i, [vid], pool)

@@ -1,0 +1,171 @@
+// Sparse float dense layer for the graph executor: a dense layer whose weight matrix is mostly
+// zeros (a Deep-Compression file's pruned fc layers, decoded to dense float32 at load) is
+// multiplied over its nonzero weights only, kept at plan time in CSR form per output
+// (fconv.h picks it when at most a quarter of the weights are nonzero).
+//
+// Sums: y[n] = sum of x[k] w[n, k] over the nonzero w[n, k] of output n; zero weights add
+// nothing (0 x = ±0 for finite x; for an infinite or NaN x the dense product gives NaN, this
+// one does not: the graph input refuses non-finite values, an overflow inside a model can
+// still make one).  The order of the sum differs from the dense GEMM's and between paths
+// (within a few ulps: tests, 1e-5 relative like every float layer).
+//
+// Paths: portable (the reference twin: one scalar sum per output), avx2 and avx512: blocks of
+// 8 / 16 rows are transposed so that one vector holds one input feature of 8 / 16 rows, and
+// each nonzero weight is one broadcast multiply-add into 8 accumulators; rows outside whole
+// blocks (batch 1) are scalar fused multiply-adds into 4 accumulators per output.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "graph/fconv_direct.h"  // LOWBIT_TARGET_*_FMA
+
+namespace lowbit {
+namespace graph {
+
+struct SparseDense {
+  int64_t K = 0, N = 0;
+  std::vector<int32_t> ptr, idx;  // CSR of the (N, K) weight matrix
+  std::vector<float> val;
+
+  // Counts the nonzeros of W (N, K) row-major; builds the CSR if their share is <= max_density.
+  bool init(const float* W, int64_t n, int64_t k, double max_density) {
+    int64_t nnz = 0;
+    for (int64_t j = 0; j < n * k; ++j) nnz += W[j] != 0.f;
+    if (static_cast<double>(nnz) > max_density * static_cast<double>(n * k) || n * k == 0) return false;
+    N = n; K = k;
+    ptr.assign(static_cast<size_t>(n + 1), 0);
+    idx.reserve(static_cast<size_t>(nnz));
+    val.reserve(static_cast<size_t>(nnz));
+    for (int64_t o = 0; o < n; ++o) {
+      for (int64_t j = 0; j < k; ++j)
+        if (W[o * k + j] != 0.f) {
+          idx.push_back(static_cast<int32_t>(j));
+          val.push_back(W[o * k + j]);
+        }
+      ptr[static_cast<size_t>(o + 1)] = static_cast<int32_t>(idx.size());
+    }
+    return true;
+  }
+  // scratch floats per worker: a transposed block of 16 rows and its 16 x N result
+  int64_t scratch_floats() const { return (K + N) * 16; }
+};
+
+// C rows 0 .. m of A (m, K) (row stride lda) times the sparse weights -> C (row stride ldc).
+using SparseFn = void (*)(const SparseDense& s, const float* A, int64_t lda, int64_t m, float* C,
+                          int64_t ldc, float* scratch);
+
+namespace sparse_detail {
+
+inline void sparse_row_portable(const SparseDense& s, const float* a, float* c) {
+  const int32_t* ptr = s.ptr.data();
+  const int32_t* idx = s.idx.data();
+  const float* val = s.val.data();
+  for (int64_t o = 0; o < s.N; ++o) {
+    float acc = 0.f;
+    for (int32_t j = ptr[o]; j < ptr[o + 1]; ++j) acc = acc + a[idx[j]] * val[j];
+    c[o] = acc;
+  }
+}
+
+inline void sparse_portable(const SparseDense& s, const float* A, int64_t lda, int64_t m, float* C,
+                            int64_t ldc, float*) {
+  for (int64_t i = 0; i < m; ++i) sparse_row_portable(s, A + i * lda, C + i * ldc);
+}
+
+#if LOWBIT_X86_PATHS
+// One block of up to L rows (L = 16 (avx512) / 8 (avx2) floats per vector): at (K, L) = the
+// block transposed (zero lanes past `rows`), ct (N, L) = its result, written back as rows.
+#define LOWBIT_SPARSE_BLOCK(NAME, TARGET, VEC, L, FMA, SET1, LOAD, STORE, ZERO, ADD)              \
+  TARGET static inline void NAME(const SparseDense& s, const float* A, int64_t lda, int64_t rows,  \
+                                 float* C, int64_t ldc, float* at, float* ct) {                    \
+    const int64_t K = s.K, N = s.N;                                                                \
+    for (int64_t r = 0; r < L; ++r)                                                                \
+      for (int64_t k = 0; k < K; ++k) at[k * L + r] = r < rows ? A[r * lda + k] : 0.f;             \
+    const int32_t* ptr = s.ptr.data();                                                             \
+    const int32_t* idx = s.idx.data();                                                             \
+    const float* val = s.val.data();                                                               \
+    for (int64_t o = 0; o < N; ++o) {                                                              \
+      VEC acc[8];                                                                                  \
+      for (int q = 0; q < 8; ++q) acc[q] = ZERO();                                                 \
+      int32_t j = ptr[o];                                                                          \
+      const int32_t e = ptr[o + 1];                                                                \
+      for (; j + 8 <= e; j += 8)                                                                   \
+        for (int q = 0; q < 8; ++q) acc[q] = FMA(SET1(val[j + q]), LOAD(at + int64_t{idx[j + q]} * L), acc[q]); \
+      for (int q = 0; j < e; ++j, ++q) acc[q] = FMA(SET1(val[j]), LOAD(at + int64_t{idx[j]} * L), acc[q]); \
+      const VEC s01 = ADD(acc[0], acc[1]), s23 = ADD(acc[2], acc[3]);                              \
+      const VEC s45 = ADD(acc[4], acc[5]), s67 = ADD(acc[6], acc[7]);                              \
+      STORE(ct + o * L, ADD(ADD(s01, s23), ADD(s45, s67)));                                        \
+    }                                                                                              \
+    for (int64_t r = 0; r < rows; ++r)                                                             \
+      for (int64_t o = 0; o < N; ++o) C[r * ldc + o] = ct[o * L + r];                              \
+  }
+LOWBIT_SPARSE_BLOCK(block16_avx512, LOWBIT_TARGET_AVX512_FMA, __m512, 16, _mm512_fmadd_ps, _mm512_set1_ps,
+                    _mm512_loadu_ps, _mm512_storeu_ps, _mm512_setzero_ps, _mm512_add_ps)
+LOWBIT_SPARSE_BLOCK(block8_avx2, LOWBIT_TARGET_AVX2_FMA, __m256, 8, _mm256_fmadd_ps, _mm256_set1_ps,
+                    _mm256_loadu_ps, _mm256_storeu_ps, _mm256_setzero_ps, _mm256_add_ps)
+#undef LOWBIT_SPARSE_BLOCK
+
+// One row (batch 1): scalar multiply-adds into 4 accumulators per output (a gather per 16
+// nonzeros measured slower on this AMD core: the loads, not the arithmetic, bound it).
+#define LOWBIT_SPARSE_ROW(NAME, TARGET)                                                           \
+  TARGET static inline void NAME(const SparseDense& s, const float* a, float* c) {                 \
+    const int32_t* ptr = s.ptr.data();                                                             \
+    const int32_t* idx = s.idx.data();                                                             \
+    const float* val = s.val.data();                                                               \
+    for (int64_t o = 0; o < s.N; ++o) {                                                            \
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;                                                \
+      int32_t j = ptr[o];                                                                          \
+      const int32_t e = ptr[o + 1];                                                                \
+      for (; j + 4 <= e; j += 4) {                                                                 \
+        a0 = __builtin_fmaf(a[idx[j]], val[j], a0);                                                \
+        a1 = __builtin_fmaf(a[idx[j + 1]], val[j + 1], a1);                                        \
+        a2 = __builtin_fmaf(a[idx[j + 2]], val[j + 2], a2);                                        \
+        a3 = __builtin_fmaf(a[idx[j + 3]], val[j + 3], a3);                                        \
+      }                                                                                            \
+      for (; j < e; ++j) a0 = __builtin_fmaf(a[idx[j]], val[j], a0);                               \
+      c[o] = (a0 + a1) + (a2 + a3);                                                                \
+    }                                                                                              \
+  }
+LOWBIT_SPARSE_ROW(sparse_row_avx512, LOWBIT_TARGET_AVX512_FMA)
+LOWBIT_SPARSE_ROW(sparse_row_avx2, LOWBIT_TARGET_AVX2_FMA)
+#undef LOWBIT_SPARSE_ROW
+
+LOWBIT_TARGET_AVX512_FMA inline void sparse_avx512(const SparseDense& s, const float* A, int64_t lda, int64_t m,
+                                                   float* C, int64_t ldc, float* scratch) {
+  int64_t i = 0;
+  for (; i + 1 < m; i += 16) {  // blocks of 16 rows, the last one partial (2 rows and up)
+    if (m - i <= 8) {  // a few rows: 8 lanes waste less
+      block8_avx2(s, A + i * lda, lda, m - i, C + i * ldc, ldc, scratch, scratch + s.K * 16);
+      i = m;
+      break;
+    }
+    block16_avx512(s, A + i * lda, lda, std::min<int64_t>(16, m - i), C + i * ldc, ldc, scratch, scratch + s.K * 16);
+  }
+  if (i < m) sparse_row_avx512(s, A + i * lda, C + i * ldc);
+}
+
+LOWBIT_TARGET_AVX2_FMA inline void sparse_avx2(const SparseDense& s, const float* A, int64_t lda, int64_t m,
+                                               float* C, int64_t ldc, float* scratch) {
+  int64_t i = 0;
+  for (; i + 1 < m; i += 8)
+    block8_avx2(s, A + i * lda, lda, std::min<int64_t>(8, m - i), C + i * ldc, ldc, scratch, scratch + s.K * 16);
+  if (i < m) sparse_row_avx2(s, A + i * lda, C + i * ldc);
+}
+#endif
+
+}  // namespace sparse_detail
+
+inline SparseFn find_sparse(const std::string& path) {
+#if LOWBIT_X86_PATHS
+  if (path == "avx2") return &sparse_detail::sparse_avx2;
+  if (path == "avx512") return &sparse_detail::sparse_avx512;
+#endif
+  return &sparse_detail::sparse_portable;
+}
+
+}  // namespace graph
+}  // namespace lowbit
