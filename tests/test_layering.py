@@ -7,6 +7,7 @@ the source tree -- module level and inside functions -- and once at run time.
 - runtime and data import neither torch nor train;
 - train does not import runtime (nor detect or bench, which sit above it);
 - detect (tracking, speed, decoding) imports neither torch nor train;
+- cexport (the C export) imports neither torch nor train nor the runtime (numpy + codec);
 - nothing imports lowbit.cli (but lowbit/__main__.py, the ``python -m lowbit`` entry point).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ RULES = {          # package -> module prefixes its code must never import
     "data": ("torch", "lowbit.train", "lowbit.runtime", "lowbit.cli"),
     "train": ("lowbit.runtime", "lowbit.detect", "lowbit.bench", "lowbit.cli"),
     "detect": ("torch", "lowbit.train", "lowbit.cli"),
+    "cexport": ("torch", "lowbit.train", "lowbit.runtime", "lowbit.cli"),
 }
 
 
