@@ -79,6 +79,17 @@ def _resident(mf, name: str, stored: int) -> int:
     return stored
 
 
+def _conv_out_shape(op: dict, shapes: dict) -> tuple | None:
+    """(OC, OH, OW) a qconv2d computes *before* its fused max-pool (``pool``: the op's
+    output is the pooled map, but every pre-pool output costs its MACs); None otherwise."""
+    if op["op"] != "qconv2d" or not op.get("pool"):
+        return None
+    h, w = shapes[op["inputs"][0]][-2:]
+    (kh, kw), (sh, sw) = op["kernel"], op.get("stride") or (1, 1)
+    ph, pw = op.get("padding") or (0, 0)
+    return (int(op["out_channels"]), (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+
 def _row(i: int, op: dict, rt, mf, shapes: dict, nbytes: dict, seen: set,
          vbytes: dict | None = None) -> dict:
     kind = op["op"]
@@ -107,7 +118,7 @@ def _row(i: int, op: dict, rt, mf, shapes: dict, nbytes: dict, seen: set,
                    macs=int(np.prod(out_shape[1:])) * int(np.prod(w_shape[1:])))
     elif kind in _QLAYERS:
         per_out = int(op["in_channels"]) * int(np.prod(op["kernel"]))
-        row["macs"] = int(np.prod(out_shape[1:])) * per_out
+        row["macs"] = int(np.prod(_conv_out_shape(op, shapes) or out_shape[1:])) * per_out
         row["w_bits"] = 32 if op["w_levels"] == "float" else int(op["w_bits"])
         row["a_bits"] = int(op["a_bits"]) if op["in"] not in ("float", "dorefa-float") else 32
         row["bitwise"] = rt.layers[op["name"]].kind != "float"
