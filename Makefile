@@ -55,6 +55,20 @@ cross-test:
 	$(MAKE) -s setup
 	$(VENV)/bin/python tests/deploy/cross_check.py build/cross/lowbit-run "$(QEMU_A64)"
 
+# cross-count: guest instructions per inference of the aarch64 lowbit-run under qemu, portable
+# vs neon, with the top functions of each (docs/results.md; tests/deploy/count_instructions.py,
+# a qemu TCG plugin tests/deploy/insn_plugin.c built with the host gcc).  Needs the .venv (it
+# exports the models); it does not rebuild it.
+.PHONY: cross-count
+cross-count:
+	@mkdir -p build/cross/inc && ln -sfn /usr/include/eigen3/Eigen build/cross/inc/Eigen && ln -sfn /usr/include/nlohmann build/cross/inc/nlohmann
+	$(CROSS_CXX) -std=c++17 -O2 -ffp-contract=off -ffunction-sections -fdata-sections -Icsrc -Ibuild/cross/inc \
+	  csrc/runner/main.cpp csrc/runner/api.cpp csrc/graph/fgemm_portable.cpp \
+	  -o build/cross/lowbit-run.sym -static -lpthread -Wl,--gc-sections
+	gcc -O2 -shared -fPIC -o build/cross/insn_plugin.so tests/deploy/insn_plugin.c
+	$(VENV)/bin/python tests/deploy/count_instructions.py --exe build/cross/lowbit-run.sym \
+	  --plugin build/cross/insn_plugin.so --qemu "$(QEMU_A64)" --profile 8
+
 # mcu-test: `lowbit export-c` (docs/deploy.md) of bnn-lenet5 built with arm-none-eabi-gcc + newlib
 # for a Cortex-M4F linked into 128 KiB flash / 32 KiB RAM, run under qemu-system-arm (MPS2 AN386,
 # semihosting, -icount): predictions equal to the Python runtime's, logits equal to the host

@@ -2,7 +2,8 @@
 on exported models of several recipes, on both aarch64 kernel paths (portable, neon), against
 the Python runtime on this (x86) machine: predictions equal, logits bit for bit where the
 graph is all-bitwise after the first layer and within 1e-5 where float layers sum in Eigen's
-per-ISA order.  Exit 1 on any mismatch."""
+per-ISA order; and on aarch64 the neon path equal to the portable path bit for bit (the NEON
+kernels are exact twins of the portable ones).  Exit 1 on any mismatch."""
 from __future__ import annotations
 
 import shlex
@@ -37,6 +38,7 @@ def main() -> int:
             m.eval()
             export_model(m, d / "m.lbm", NORM)
             ref = Runtime(d / "m.lbm", kernel="portable").logits(imgs)
+            outs = {}
             for path in ("portable", "neon"):
                 r = subprocess.run(qemu + [exe, str(d / "m.lbm"), str(d / "x.npy"), "--quiet", "--kernel", path,
                                            "--out", str(d / "y.npy")], capture_output=True, text=True)
@@ -45,12 +47,17 @@ def main() -> int:
                     bad += 1
                     continue
                 got = np.load(d / "y.npy").reshape(ref.shape)
+                outs[path] = got
                 same = np.array_equal(got, ref)
                 ok = np.allclose(got, ref, rtol=1e-5, atol=1e-5) and np.array_equal(got.argmax(1), ref.argmax(1))
                 print(f"{name:14s} {str(kwargs):40s} aarch64/{path:8s} "
                       f"{'bit-exact' if same else f'max |diff| {np.abs(got - ref).max():.2e}'} "
                       f"{'ok' if ok else 'MISMATCH'}")
                 bad += not ok
+            if len(outs) == 2 and not np.array_equal(outs["portable"], outs["neon"]):
+                # the NEON kernels are exact twins of the portable ones (tests/deploy/kernel_test.cpp)
+                print(f"{name:14s} {str(kwargs):40s} aarch64 neon != portable: MISMATCH")
+                bad += 1
     print("cross_check:", "OK" if not bad else f"{bad} failures")
     return 1 if bad else 0
 
