@@ -132,3 +132,12 @@ def test_demo_quick(tmp_path):
         assert d["accuracy"][m] == runtime_accuracy(f)["acc"]
     assert (tmp_path / "demo" / "report" / "report.md").exists()
     assert (tmp_path / "demo" / "report" / "layer_times.png").exists()
+    assert set(d["accuracy"]) >= {"lenet5-deep-compression", "bnn-vgg-small"}
+    assert d["cpu_seconds"] > 0 and {"train_lenet5", "benchmarks", "video"} <= set(d["stages"])
+    recs = [r for f in (tmp_path / "demo" / "bench").glob("*.json")
+            for r in json.loads(f.read_text())["records"]]
+    assert {r["method"] for r in recs} >= {"lenet5-float", "bnn-vgg-small", "bnn-detector"}
+    assert all(r.get("peak_rss_bytes", 0) > 0 for r in recs)      # every system, every model
+    md = (tmp_path / "demo" / "report" / "report.md").read_text()
+    outcome = md[md.index("## Outcome"):md.index("## Summary")]
+    assert outcome.count("\n- **") == len({r["method"] for r in recs})

@@ -25,6 +25,11 @@ def test_detect_stage_writes_model_video_and_scores(tmp_path):
     assert r["binary"]["frames"] == r["mog2"]["frames"] == 30
     assert {"lowbit_ms", "speedup", "speedup_vs_ort_int8"} <= set(r["latency"])
     assert json.loads((d / "detect.json").read_text())["settings"]["heldout_seed"] == 1000
+    recs = json.loads((d / "bench.json").read_text())["records"]
+    low = [x for x in recs if x["system"] == "lowbit"]
+    assert low and all(x["method"] == "bnn-detector" for x in recs)
+    assert low[0]["quality_name"] == "held-out mAP@0.5"
+    assert low[0]["quality"] == r["binary"]["map50"]
     table = detect_table(r)
     assert table[0].split()[-2:] == ["det.", "MOG2"] and "ORT int8" in table[-1]
     assert any("held-out video seed 1000" in line for line in lines)
