@@ -67,7 +67,7 @@ cross-count:
 	  -o build/cross/lowbit-run.sym -static -lpthread -Wl,--gc-sections
 	gcc -O2 -shared -fPIC -o build/cross/insn_plugin.so tests/deploy/insn_plugin.c
 	$(VENV)/bin/python tests/deploy/count_instructions.py --exe build/cross/lowbit-run.sym \
-	  --plugin build/cross/insn_plugin.so --qemu "$(QEMU_A64)" --profile 8
+	  --plugin build/cross/insn_plugin.so --qemu "$(QEMU_A64)" --profile 8 --groups
 
 # mcu-test: `lowbit export-c` (docs/deploy.md) of bnn-lenet5 built with arm-none-eabi-gcc + newlib
 # for a Cortex-M4F linked into 128 KiB flash / 32 KiB RAM, run under qemu-system-arm (MPS2 AN386,
