@@ -77,6 +77,7 @@
 
 #include "bconv/driver.h"
 #include "bconv/finish_neon.h"
+#include "bconv/finish_x86.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -348,6 +349,9 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
   const int32_t K = static_cast<int32_t>(op.kbits);
   const bool neon_bits = st.kind == StageKind::kBits && std::strcmp(kern.path, "neon") == 0;
   (void)neon_bits;
+  // avx2 / avx512: counts -> bits in SIMD registers (finish_x86.h)
+  const BitsRowFn x86_bits =
+      st.kind == StageKind::kBits && op.kind == XKind::kBinary ? find_bits_row(kern.path) : nullptr;
   auto finish = [&](int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
                     const int32_t* counts, int64_t ldc) {
     constexpr int64_t kTmp = 256;  // a multiple of 64
@@ -371,6 +375,11 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
             continue;
           }
 #endif
+          if (x86_bits) {
+            x86_bits(cnt, K, corr ? corr + oc0 : nullptr, stage.lt + oc0, stage.notflip + oc0 / 64, noc,
+                     static_cast<uint64_t*>(st.out) + pix * ((OC + 63) / 64) + oc0 / 64);
+            continue;
+          }
           for (int64_t j0 = 0; j0 < noc; j0 += kTmp) {
             const int64_t m = std::min(kTmp, noc - j0);
             // int32 out: write the accumulators in place, no temporary

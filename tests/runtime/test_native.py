@@ -402,3 +402,29 @@ def test_sparse_dense_layer(density, tmp_path, monkeypatch):
     for kpath in PATHS:
         dense = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
         _close(dense, ref, f"{kpath}: dense GEMM vs torch")
+
+
+@pytest.mark.parametrize("oc", [1, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_binary_conv_bits_stage_word_edges(oc, tmp_path):
+    """A binary conv whose BatchNorm is read only by signs writes bits straight from the XOR
+    counts (csrc/bconv/finish_x86.h on avx2 / avx512, finish_neon.h's reference loop
+    elsewhere), with border-pixel padding corrections and decreasing (flipped) channels: the
+    next binary layer's integer accumulators equal torch's on every path."""
+    from torch import nn
+    from lowbit.train.layers import QuantConv2d
+    torch.manual_seed(oc)
+
+    def binary(i, o):
+        return QuantConv2d(i, o, 3, padding=1, bias=False, input_quantizer="ste_sign",
+                           weight_quantizer="ste_sign")
+    mid = [nn.MaxPool2d(2)] if oc % 2 else []
+    model = nn.Sequential(binary(3, oc), *mid, nn.BatchNorm2d(oc), binary(oc, 5))
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(oc).standard_normal((4, 3, 9, 9)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x))
+    _check(path, [ref], acc, x, True, bitwise=set(acc))
