@@ -38,6 +38,9 @@ from lowbit.runtime.blas import BlasThreads
 from lowbit.runtime.float_ops import _pair
 from lowbit.runtime.float_ops import conv2d_float, conv_matrix
 from lowbit.runtime.inputs import check_input
+# imported with the module, not at the first load: compiling it (no .pyc when bytecode
+# writing is off) takes ~1.8 MiB for a moment, which at load time adds to the process's peak RSS
+from lowbit.runtime.native import NativeGraph, NotNative
 from lowbit.runtime.ops import (Bits, QLayer, as_float, bn_affine, bn_apply, fold_float_threshold,
                                 maxpool, sign_bits, threshold_bits)
 
@@ -124,7 +127,6 @@ class Runtime:
         """The native executor, or None for the Python one (asked for, the ``ref`` path, or
         an op the native executor lacks; asking for "native" then is an error)."""
         from lowbit.runtime import kernels as K
-        from lowbit.runtime.native import NativeGraph, NotNative
         if executor == "python":
             return None
         path = K.resolve_path(kernel)
