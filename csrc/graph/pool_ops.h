@@ -24,6 +24,51 @@ inline void max_into(float* __restrict o, const float* __restrict t, int64_t n) 
   }
 }
 
+// One output pixel of a float max pool: o[0..C) = max over the kh x kw taps (row stride
+// `rs` floats, tap stride `ts`) with max_into's NaN rule, 16 / 8 channels per compare.
+using FloatPoolPixelFn = void (*)(const float* x, int64_t rs, int64_t ts, int64_t kh, int64_t kw, int64_t C,
+                                  float* o);
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+LOWBIT_TARGET_AVX512 inline void maxpool_pixel_avx512(const float* x, int64_t rs, int64_t ts, int64_t kh,
+                                                      int64_t kw, int64_t C, float* o) {
+  for (int64_t c = 0; c < C; c += 16) {
+    const int64_t m = C - c < 16 ? C - c : 16;
+    const __mmask16 k = static_cast<__mmask16>(m == 16 ? 0xFFFF : (1u << m) - 1);
+    __m512 v = _mm512_maskz_loadu_ps(k, x + c);
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = i == 0 ? 1 : 0; j < kw; ++j) {
+        const __m512 t = _mm512_maskz_loadu_ps(k, x + i * rs + j * ts + c);
+        const __mmask16 keep = _mm512_cmp_ps_mask(v, t, _CMP_GE_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        v = _mm512_mask_blend_ps(keep, t, v);
+      }
+    _mm512_mask_storeu_ps(o + c, k, v);
+  }
+}
+LOWBIT_TARGET_AVX2 inline void maxpool_pixel_avx2(const float* x, int64_t rs, int64_t ts, int64_t kh,
+                                                  int64_t kw, int64_t C, float* o) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 v = _mm256_loadu_ps(x + c);
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = i == 0 ? 1 : 0; j < kw; ++j) {
+        const __m256 t = _mm256_loadu_ps(x + i * rs + j * ts + c);
+        const __m256 keep = _mm256_or_ps(_mm256_cmp_ps(v, t, _CMP_GE_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        v = _mm256_blendv_ps(t, v, keep);
+      }
+    _mm256_storeu_ps(o + c, v);
+  }
+  for (; c < C; ++c) {  // the last few channels: max_into's rule
+    float v = x[c];
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = i == 0 ? 1 : 0; j < kw; ++j) {
+        const float t = x[i * rs + j * ts + c];
+        v = (v >= t || v != v) ? v : t;
+      }
+    o[c] = v;
+  }
+}
+#endif
+
 // Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).
 class MaxPoolOp : public Op {
  public:
@@ -41,6 +86,10 @@ class MaxPoolOp : public Op {
       for (int64_t o = 0; o < in_.c; ++o)
         if (f[o]) flipw_[static_cast<size_t>(o / 64)] |= uint64_t{1} << (o % 64);
     }
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+    if (sp.s("path") == "avx512") pixel_ = &maxpool_pixel_avx512;
+    if (sp.s("path") == "avx2") pixel_ = &maxpool_pixel_avx2;
+#endif
   }
   void run(Ctx& c) override {
     if (in_.bits && !flipw_.empty()) {  // OR of (bits ^ flip), then ^ flip: AND where flipped
@@ -74,6 +123,12 @@ class MaxPoolOp : public Op {
                  [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / out.h, oy = r % out.h;
+        if (pixel_) {
+          for (int64_t ox = 0; ox < out.w; ++ox)
+            pixel_(x + ((b * in_.h + oy * sh_) * in_.w + ox * sw_) * C, in_.w * C, C, kh_, kw_, C,
+                   y + (r * out.w + ox) * C);
+          continue;
+        }
         for (int64_t ox = 0; ox < out.w; ++ox) {
           float* o = y + (r * out.w + ox) * C;
           for (int64_t i = 0; i < kh_; ++i)
@@ -94,6 +149,7 @@ class MaxPoolOp : public Op {
   Value in_;
   int64_t kh_, kw_, sh_, sw_;
   std::vector<uint64_t> flipw_;
+  FloatPoolPixelFn pixel_ = nullptr;  // avx2 / avx512 float max (null: portable loops)
 };
 
 // torch AvgPool2d: window sum over the zero-padded input / window size (count_include_pad)

@@ -179,7 +179,7 @@ class NativeGraph:
             return op["outputs"][0], None
         self.fused[self.rt.ops.index(pool)] = i
         (kh, kw), (sh, sw) = pool["kernel"], pool.get("stride") or pool["kernel"]
-        pattrs = dict(kh=kh, kw=kw, sh=sh, sw=sw)
+        pattrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, path=self.path)
         if flip is not None and flip.any():
             pattrs["flip"] = flip
         return op["outputs"][0], pattrs
@@ -256,7 +256,7 @@ class NativeGraph:
             vid = self.ids[ins[0]]
             if ins[0] in self.flat_alias:
                 vid = self._float(ins[0], i)
-            return self._set(out, self._add("maxpool", i, [vid], dict(kh=kh, kw=kw, sh=sh, sw=sw)))
+            return self._set(out, self._add("maxpool", i, [vid], dict(kh=kh, kw=kw, sh=sh, sw=sw, path=self.path)))
         if kind in ("avgpool2d", "global_avgpool"):
             x = self._float(ins[0], i)
             if kind == "global_avgpool":
