@@ -104,6 +104,21 @@ class FConvOp : public Op {
         sfn_ = find_sparse(sp.s("path", "portable"));
       }
     }
+    // a stride-1 conv with at most half of its weights nonzero (a pruned Deep-Compression
+    // conv): the sparse conv (fsparse.h, output pixels in the lanes, one multiply-add per
+    // nonzero weight) instead of the direct conv / GEMM, which multiply every zero too.  (A
+    // first layer, 1-4 input channels, stays on the direct conv: measured faster, the sparse
+    // conv's transposes cost more than its saved multiply-adds there.)
+    if (!b_trans_ && !direct_ && !small_c_ && sh_ == 1 && sw_ == 1 && sp.i("sparse", 1)) {
+      auto sc = std::make_unique<SparseConv>();
+      sc->c = in_.c; sc->kh = kh_; sc->kw = kw_; sc->hp = in_.h + 2 * ph_;
+      sc->oh = out.h; sc->ow = out.w; sc->oc = oc_;
+      if (sc->init(B_, 0.5)) {
+        sconv_ = std::move(sc);
+        scfn_ = find_sparse_conv(sp.s("path", "portable"));
+        dconv_.reset();
+      }
+    }
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
       bits_ = std::make_unique<RowBits>(sp, oc_);
@@ -120,6 +135,7 @@ class FConvOp : public Op {
   // result (~32 KiB) stay in L2 / L1 between the GEMM and the packing.
   int64_t chunk_rows(int64_t M) const {
     if (sparse_) return std::min<int64_t>(M, 64);  // whole 16-row blocks
+    if (sconv_) return out.h * out.w;                // one image
     int64_t r = (int64_t{96} << 10) / std::max<int64_t>(1, K_ * 4);
     if (bits_) r = std::min(r, (int64_t{32} << 10) / (oc_ * 4));
     return std::min(M, std::max<int64_t>(16, r));
@@ -138,14 +154,16 @@ class FConvOp : public Op {
     const int64_t M = n * out.h * out.w;
     std::vector<int64_t> t;
     const bool ud = use_direct(n);
-    t.push_back(direct_ || ud ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
+    t.push_back(direct_ || ud || sconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
     const bool rows = bits_ && !(dbits_ && ud);
     t.push_back(rows ? workers(n, threads) * chunk_rows(M) * oc_ * 4 : 0);       // float rows
     t.push_back(rows ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
     t.push_back(ud && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
-    t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4 : 0);   // sparse blocks
+    t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4
+                : sconv_ ? workers(n, threads) * sconv_scratch() * 4
+                         : 0);   // sparse blocks / an image's planes and planar result
     return t;
   }
 
@@ -191,6 +209,10 @@ class FConvOp : public Op {
         float* C = bits_ ? ybuf : y + r0 * oc_;
         if (ud) {
           dfn_(*dconv_, x, r0, nr, C, nullptr);
+        } else if (sconv_) {  // chunk = image r0 / (oh*ow)
+          float* planes = static_cast<float*>(c.tmp[6]) + slot * sconv_scratch();
+          to_planes(x + (r0 / (out.h * out.w)) * in_.h * in_.w * in_.c, planes);
+          scfn_(*sconv_, planes, planes + sconv_scratch() - sconv_->out_floats(), C);
         } else if (sparse_) {
           sfn_(*sparse_, A, K_, nr, C, oc_, static_cast<float*>(c.tmp[6]) + slot * sparse_->scratch_floats());
         } else {
@@ -208,6 +230,29 @@ class FConvOp : public Op {
   }
 
  private:
+  // one image x (h, w, c) -> its shifted planes xs[ch][j] (hp rows of ow floats):
+  // xs[ch][j][iy][ox] = x[iy - ph][ox + j - pw][ch], `pad` outside the image (fsparse.h);
+  // via padded planes (c, hp, wp) at xs + xs_floats.
+  void to_planes(const float* x, float* xs) const {
+    const int64_t C = in_.c, hp = sconv_->hp, wp = in_.w + 2 * pw_, ow = out.w;
+    float* pl = xs + sconv_->plane_floats();
+    for (int64_t j = 0; j < C * hp * wp; ++j) pl[j] = pad_;
+    for (int64_t iy = 0; iy < in_.h; ++iy)
+      for (int64_t ix = 0; ix < in_.w; ++ix) {
+        const float* src = x + (iy * in_.w + ix) * C;
+        float* d = pl + (iy + ph_) * wp + ix + pw_;
+        for (int64_t ch = 0; ch < C; ++ch) d[ch * hp * wp] = src[ch];
+      }
+    for (int64_t ch = 0; ch < C; ++ch)
+      for (int64_t j = 0; j < kw_; ++j)
+        for (int64_t iy = 0; iy < hp; ++iy)
+          std::memcpy(xs + ((ch * kw_ + j) * hp + iy) * ow, pl + (ch * hp + iy) * wp + j, static_cast<size_t>(ow) * 4);
+    std::memset(xs + C * kw_ * hp * ow, 0, 16 * 4);  // masked-load slack
+  }
+  int64_t sconv_scratch() const {  // xs, the padded planes, the planar result
+    return sconv_->plane_floats() + in_.c * sconv_->hp * (in_.w + 2 * pw_) + sconv_->out_floats();
+  }
+
   // x (n, h, w, c) -> xp (n, h + 2 ph, w + 2 pw, c) with `pad` around (the direct conv's input).
   void pad_input(const float* x, int64_t n, float* xp) const {
     const int64_t C = in_.c, hp = dconv_->hp, wp = dconv_->wp, row = in_.w * C;
@@ -287,6 +332,8 @@ class FConvOp : public Op {
   bool small_c_ = false;  // a first layer: the direct conv at every batch size
   std::unique_ptr<SparseDense> sparse_;  // mostly-zero dense weights: CSR product
   SparseFn sfn_ = nullptr;
+  std::unique_ptr<SparseConv> sconv_;    // half-zero conv weights (stride 1): sparse conv
+  SparseConvFn scfn_ = nullptr;
 };
 
 }  // namespace graph

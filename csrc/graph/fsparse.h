@@ -159,6 +159,152 @@ LOWBIT_TARGET_AVX2_FMA inline void sparse_avx2(const SparseDense& s, const float
 
 }  // namespace sparse_detail
 
+// ---- sparse conv (stride 1): output pixels in the vector lanes --------------------------
+// One image at a time.  The input is laid out as shifted planes xs[ch][j] (hp rows of ow
+// floats: xs[ch][j][iy][ox] = padded x[iy][ox + j][ch]), so that for a tap (i, j, ch) the
+// inputs of all oh*ow output pixels, flattened, are one contiguous run of xs[ch][j] starting
+// at row i.  Each output channel then adds, per nonzero weight, one broadcast multiply-add
+// into its pixel vectors (blocks of up to 8 vectors of 16 (avx512) / 8 (avx2) pixels, the
+// last one masked): work proportional to the nonzero weights, full lanes at any width.  The
+// result (oc, oh*ow) is transposed to NHWC rows.  Sums: each output adds its nonzero taps in
+// tap order (kh, kw, c), one rounding per multiply-add (portable: two).
+struct SparseConv {
+  int64_t c = 1, kh = 1, kw = 1, hp = 0, oh = 0, ow = 0, oc = 0;
+  std::vector<int32_t> ptr, off;  // per output channel: its nonzero taps' offsets in xs
+  std::vector<float> val;
+
+  // B: (K, oc) row-major, K = kh*kw*c tap-major.  Builds the lists if at most max_density of
+  // the weights are nonzero.
+  bool init(const float* B, double max_density) {
+    const int64_t K = kh * kw * c;
+    int64_t nnz = 0;
+    for (int64_t j = 0; j < K * oc; ++j) nnz += B[j] != 0.f;
+    if (K * oc == 0 || static_cast<double>(nnz) > max_density * static_cast<double>(K * oc)) return false;
+    ptr.assign(static_cast<size_t>(oc + 1), 0);
+    for (int64_t o = 0; o < oc; ++o) {
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j)
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const float w = B[((i * kw + j) * c + ch) * oc + o];
+            if (w == 0.f) continue;
+            off.push_back(static_cast<int32_t>((ch * kw + j) * hp * ow + i * ow));
+            val.push_back(w);
+          }
+      ptr[static_cast<size_t>(o + 1)] = static_cast<int32_t>(off.size());
+    }
+    return true;
+  }
+  int64_t plane_floats() const { return c * kw * hp * ow + 16; }  // xs (+ masked-load slack)
+  int64_t out_floats() const { return oc * oh * ow; }
+};
+
+// xs: one image's shifted planes; yt: (oc, oh*ow) scratch; y: the image's (oh*ow, oc) rows.
+using SparseConvFn = void (*)(const SparseConv& s, const float* xs, float* yt, float* y);
+
+namespace sparse_detail {
+
+inline void planes_to_rows(const SparseConv& s, const float* yt, float* y) {
+  const int64_t hw = s.oh * s.ow;
+  for (int64_t p = 0; p < hw; ++p)
+    for (int64_t o = 0; o < s.oc; ++o) y[p * s.oc + o] = yt[o * hw + p];
+}
+
+inline void sparse_conv_portable(const SparseConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow;
+  for (int64_t o = 0; o < s.oc; ++o)
+    for (int64_t p = 0; p < P; ++p) {
+      float acc = 0.f;
+      for (int32_t j = s.ptr[o]; j < s.ptr[o + 1]; ++j) acc = acc + xs[s.off[j] + p] * s.val[j];
+      yt[o * P + p] = acc;
+    }
+  planes_to_rows(s, yt, y);
+}
+
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+template <int G>
+LOWBIT_TARGET_AVX512_FMA static inline void sconv_block512(const SparseConv& s, const float* xs, int64_t o,
+                                                           int64_t p0, int64_t P, __mmask16 k, float* yt) {
+  __m512 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+  const float* base = xs + p0;
+  for (int32_t j = s.ptr[o]; j < s.ptr[o + 1]; ++j) {
+    const __m512 w = _mm512_set1_ps(s.val[j]);
+    const float* src = base + s.off[j];
+    for (int g = 0; g + 1 < G; ++g) acc[g] = _mm512_fmadd_ps(w, _mm512_loadu_ps(src + 16 * g), acc[g]);
+    acc[G - 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(k, src + 16 * (G - 1)), acc[G - 1]);
+  }
+  float* d = yt + o * P + p0;
+  for (int g = 0; g + 1 < G; ++g) _mm512_storeu_ps(d + 16 * g, acc[g]);
+  _mm512_mask_storeu_ps(d + 16 * (G - 1), k, acc[G - 1]);
+}
+
+LOWBIT_TARGET_AVX512_FMA inline void sparse_conv_avx512(const SparseConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow;
+  for (int64_t p0 = 0; p0 < P; p0 += 128) {
+    const int64_t n = P - p0 < 128 ? P - p0 : 128, G = (n + 15) / 16, tail = n - 16 * (G - 1);
+    const __mmask16 k = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
+    for (int64_t o = 0; o < s.oc; ++o) switch (G) {
+        case 8: sconv_block512<8>(s, xs, o, p0, P, k, yt); break;
+        case 7: sconv_block512<7>(s, xs, o, p0, P, k, yt); break;
+        case 6: sconv_block512<6>(s, xs, o, p0, P, k, yt); break;
+        case 5: sconv_block512<5>(s, xs, o, p0, P, k, yt); break;
+        case 4: sconv_block512<4>(s, xs, o, p0, P, k, yt); break;
+        case 3: sconv_block512<3>(s, xs, o, p0, P, k, yt); break;
+        case 2: sconv_block512<2>(s, xs, o, p0, P, k, yt); break;
+        default: sconv_block512<1>(s, xs, o, p0, P, k, yt); break;
+      }
+  }
+  planes_to_rows(s, yt, y);
+}
+
+template <int G>
+LOWBIT_TARGET_AVX2_FMA static inline void sconv_block256(const SparseConv& s, const float* xs, int64_t o,
+                                                         int64_t p0, int64_t P, __m256i mask, float* yt) {
+  __m256 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+  const float* base = xs + p0;
+  for (int32_t j = s.ptr[o]; j < s.ptr[o + 1]; ++j) {
+    const __m256 w = _mm256_set1_ps(s.val[j]);
+    const float* src = base + s.off[j];
+    for (int g = 0; g + 1 < G; ++g) acc[g] = _mm256_fmadd_ps(w, _mm256_loadu_ps(src + 8 * g), acc[g]);
+    acc[G - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(src + 8 * (G - 1), mask), acc[G - 1]);
+  }
+  float* d = yt + o * P + p0;
+  for (int g = 0; g + 1 < G; ++g) _mm256_storeu_ps(d + 8 * g, acc[g]);
+  _mm256_maskstore_ps(d + 8 * (G - 1), mask, acc[G - 1]);
+}
+
+LOWBIT_TARGET_AVX2_FMA inline void sparse_conv_avx2(const SparseConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t p0 = 0; p0 < P; p0 += 64) {
+    const int64_t n = P - p0 < 64 ? P - p0 : 64, G = (n + 7) / 8, tail = n - 8 * (G - 1);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(tail)), lanes);
+    for (int64_t o = 0; o < s.oc; ++o) switch (G) {
+        case 8: sconv_block256<8>(s, xs, o, p0, P, mask, yt); break;
+        case 7: sconv_block256<7>(s, xs, o, p0, P, mask, yt); break;
+        case 6: sconv_block256<6>(s, xs, o, p0, P, mask, yt); break;
+        case 5: sconv_block256<5>(s, xs, o, p0, P, mask, yt); break;
+        case 4: sconv_block256<4>(s, xs, o, p0, P, mask, yt); break;
+        case 3: sconv_block256<3>(s, xs, o, p0, P, mask, yt); break;
+        case 2: sconv_block256<2>(s, xs, o, p0, P, mask, yt); break;
+        default: sconv_block256<1>(s, xs, o, p0, P, mask, yt); break;
+      }
+  }
+  planes_to_rows(s, yt, y);
+}
+#endif
+
+}  // namespace sparse_detail
+
+inline SparseConvFn find_sparse_conv(const std::string& path) {
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+  if (path == "avx2") return &sparse_detail::sparse_conv_avx2;
+  if (path == "avx512") return &sparse_detail::sparse_conv_avx512;
+#endif
+  return &sparse_detail::sparse_conv_portable;
+}
+
 inline SparseFn find_sparse(const std::string& path) {
 #if LOWBIT_X86_PATHS
   if (path == "avx2") return &sparse_detail::sparse_avx2;

@@ -428,3 +428,29 @@ def test_binary_conv_bits_stage_word_edges(oc, tmp_path):
         ref = model(torch.from_numpy(x)).numpy()
     acc = torch_accumulators(model, torch.from_numpy(x))
     _check(path, [ref], acc, x, True, bitwise=set(acc))
+
+
+@pytest.mark.parametrize("oc", [1, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_sparse_conv_word_edges(oc, tmp_path, monkeypatch):
+    """A stride-1 conv with at most half of its weights nonzero (a pruned Deep-Compression
+    conv) runs the sparse conv (csrc/graph/fsparse.h: output pixels in the lanes, shifted
+    input planes): output widths / pixel counts around the 8 / 16 / 64 / 128-pixel blocks,
+    padding, on every path, == torch, == the dense path (LOWBIT_FCONV_SPARSE=0)."""
+    from torch import nn
+    torch.manual_seed(oc)
+    size, k, pad = [(5, 3, 0), (6, 3, 1), (13, 5, 2), (12, 3, 0), (20, 5, 0)][oc % 5]  # 9..400 px
+    cin = 5 + oc % 3
+    model = nn.Sequential(nn.Conv2d(cin, oc, k, padding=pad), nn.ReLU()).eval()
+    with torch.no_grad():
+        w = model[0].weight
+        w[torch.rand(w.shape) < 0.6] = 0.0
+    x = np.random.default_rng(oc).standard_normal((3, cin, size, size)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    _check(path, [ref], None, x, True)
+    monkeypatch.setenv("LOWBIT_FCONV_SPARSE", "0")
+    for kpath in PATHS:
+        dense = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
+        _close(dense, ref.reshape(len(x), -1), f"{kpath}: dense path vs torch")
