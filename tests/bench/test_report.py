@@ -101,9 +101,9 @@ def test_outcome_sentence_per_model_from_the_numbers(tmp_path):
     assert "2.5x faster than ORT int8" in vgg and "lowbit wins because" in vgg
     assert "98 % bitwise" in vgg and "85.00 % test accuracy" in vgg
     assert "at batch 16 it does" in vgg and "40.00 MB peak RSS (ORT int8 70.00 MB" in vgg
-    assert "1.7x slower than ORT int8" in dc and "ORT int8 wins here because" in dc
-    assert "no binary layers" in dc and "VNNI" in dc and "decoded to dense float32" in dc
-    assert "-0.40 points vs the float model (85.50 %)" in dc
+    assert "1.7x slower than ORT int8" in dc and "ORT int8 wins at batch 1 because" in dc
+    assert "no binary layers" in dc and "VNNI" in dc and "decoded to 1.72 MB of float32" in dc
+    assert "-0.40 points vs float's 85.50 %" in dc
     assert "on par with ORT int8" in det and "held-out mAP@0.5 0.790" in det
     assert "wins" not in det
     # the sentences travel into docs/results.md with the tables
@@ -149,3 +149,15 @@ def test_plots_one_colour_per_system_marker_per_method_legend_outside(tmp_path, 
     assert P.system_color("mine", ["mine", "other"]) != P.system_color("other", ["mine", "other"])
     for f in figs.values():
         plt.close(f)
+
+
+def test_outcome_says_why_lowbit_wins_on_a_compressed_float_model(tmp_path):
+    recs = _model("dc", {"lowbit": 0.04, "ort-int8": 0.06}, macs=2_300_000,
+                  float_macs=2_300_000, bops=0, file_bytes=38_000, weight_bytes=1_720_000)
+    recs += _model("plain", {"lowbit": 0.06, "ort-int8": 0.06}, macs=2_300_000,
+                   float_macs=2_300_000, bops=0, file_bytes=1_720_000, weight_bytes=1_720_000)
+    md = R.write_report(recs, tmp_path).read_text()
+    dc = next(x for x in md.splitlines() if x.startswith("- **dc**"))
+    plain = next(x for x in md.splitlines() if x.startswith("- **plain**"))
+    assert "1.5x faster than ORT int8" in dc and "nonzero weights only" in dc
+    assert "on par with ORT int8" in plain and "wins" not in plain

@@ -69,7 +69,8 @@ def _acc_plot(per, out, plt):
                    marker=method_marker(m, methods), edgecolors="black", linewidths=0.4)
     ax.set_xscale("log")
     b = pts[0][1]["base"]
-    ax.set_xlabel(f"throughput, images/s (batch {b['batch']}, {b['threads']} thread(s))")
+    ax.set_xlabel(f"throughput, images/s (batch {b['batch']}, {b['threads']} thread"
+                  + ("s)" if b["threads"] != 1 else ")"))
     ax.set_ylabel("test accuracy, %")
     ax.set_title("accuracy vs throughput")
     ax.grid(alpha=0.3)

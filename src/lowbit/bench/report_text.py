@@ -49,6 +49,23 @@ def _threads(t: int) -> str:
     return f"{t} thread" + ("" if t == 1 else "s")
 
 
+def _compressed(low: dict) -> bool:
+    """A file much smaller than its weights once loaded (Deep Compression)."""
+    fb, wb = low.get("file_bytes"), low.get("weight_bytes")
+    return bool(fb and wb and fb < 0.5 * wb)
+
+
+def _why_lowbit(low: dict) -> str:
+    """Why lowbit beats ORT int8 on this model, from its op counts ("" when unknown)."""
+    if low.get("bops"):
+        return ("its binary layers run as XNOR and popcount on packed bits (64 weights per "
+                "64-bit word), where ORT int8 still does one 8-bit multiply-add per weight")
+    if _compressed(low):
+        return ("the pruned fully-connected layers are multiplied by their nonzero weights "
+                "only (the native executor's sparse rows), where ORT int8 runs them dense")
+    return ""
+
+
 def _kind(low: dict) -> str:
     macs, bops, fmacs = low.get("macs"), low.get("bops") or 0, low.get("float_macs")
     if not macs:
@@ -68,8 +85,8 @@ def _quality(low: dict) -> str:
         s = f"{100 * low['acc']:.2f} % test accuracy"
         ref = low.get("acc_reference")
         if ref is not None:
-            s += (f", {100 * (low['acc'] - ref):+.2f} points vs the "
-                  f"{low.get('reference_method') or 'reference'} model ({100 * ref:.2f} %)")
+            s += (f", {100 * (low['acc'] - ref):+.2f} points vs "
+                  f"{low.get('reference_method') or 'its reference model'}'s {100 * ref:.2f} %")
         return s
     if low.get("quality") is not None:
         return f"{low.get('quality_name') or 'quality'} {low['quality']:.3f}"
@@ -80,12 +97,13 @@ def _why_int8(low: dict, vnni: bool) -> str:
     """Why ORT int8 is faster than lowbit on this model, from its op counts."""
     macs, bops, fmacs = low.get("macs") or 0, low.get("bops") or 0, low.get("float_macs") or 0
     isa = " (VNNI on this CPU)" if vnni else ""
+    fb, wb = low.get("file_bytes"), low.get("weight_bytes")
     if not bops:
         s = (f"this model has no binary layers, so lowbit runs all its MACs in fp32 while ORT "
              f"int8 multiplies 8-bit integers{isa}")
-        fb, wb = low.get("file_bytes"), low.get("weight_bytes")
-        if fb and wb and fb < 0.5 * wb:
-            s += "; the compressed file is decoded to dense float32 at load (smaller on disk only)"
+        if _compressed(low):
+            s += (f"; the {_mb(fb)} compressed file is decoded to {_mb(wb)} of float32 "
+                  f"weights at load")
         return s
     share = 100 * fmacs / macs if macs else 0
     return (f"at {macs / 1e6:.1f} M MACs per image the model is too small for its binary "
@@ -148,11 +166,9 @@ def _sentence(per, method, vnni) -> str:
     s += _throughput(per, method, low) + _memory(per, method, low)
     int8 = ratios.get("ort-int8")
     if int8 is not None and int8 <= 1 / TIE:
-        s += f". ORT int8 wins here because {_why_int8(low, vnni)}"
-    elif int8 is not None and int8 >= TIE and low.get("bops"):
-        s += (f". lowbit wins because its binary layers run as XNOR and popcount on packed "
-              f"bits (64 weights per 64-bit word), where ORT int8 still does one 8-bit "
-              f"multiply-add per weight")
+        s += f". ORT int8 wins at batch {bt} because {_why_int8(low, vnni)}"
+    elif int8 is not None and int8 >= TIE and _why_lowbit(low):
+        s += f". lowbit wins because {_why_lowbit(low)}"
     return s + "."
 
 
