@@ -61,8 +61,8 @@ def _why_lowbit(low: dict) -> str:
         return ("its binary layers run as XNOR and popcount on packed bits (64 weights per "
                 "64-bit word), where ORT int8 still does one 8-bit multiply-add per weight")
     if _compressed(low):
-        return ("the pruned fully-connected layers are multiplied by their nonzero weights "
-                "only (the native executor's sparse rows), where ORT int8 runs them dense")
+        return ("its pruned layers are multiplied by their nonzero weights only (the native "
+                "executor's sparse products), where ORT int8 runs them dense")
     return ""
 
 
