@@ -217,13 +217,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("demo", help="the main job end to end: train float / binary / "
-                                    "Deep-Compression LeNet-5, run them in the runtime, "
-                                    "track objects in a synthetic video with a binary detector, "
-                                    "benchmark against PyTorch and ONNX Runtime, write a report")
+                                    "Deep-Compression LeNet-5 and a binary VGG-small, run them "
+                                    "in the runtime, track objects in a synthetic video with a "
+                                    "binary detector, benchmark everything against PyTorch and "
+                                    "ONNX Runtime, write a report")
     p.add_argument("--epochs", type=positive_int, default=2, help="training epochs per model")
     p.add_argument("--train-size", type=positive_int, default=20000, help="training images (subset)")
     p.add_argument("--repeats", type=positive_int, default=15, help="benchmark repeats")
     p.add_argument("--no-compress", action="store_true", help="leave out Deep Compression")
+    p.add_argument("--no-vgg", action="store_true", help="leave out the binary VGG-small")
     p.add_argument("--no-detect", action="store_true",
                    help="leave out the video stage (synthetic videos, binary detector, "
                         "tracking, speed)")
@@ -308,7 +310,8 @@ def _demo(args: argparse.Namespace) -> int:
     from lowbit.demo import main as run
     return run(out=args.out, epochs=args.epochs, device=args.device, threads=args.threads,
                data=args.data, train_size=args.train_size, repeats=args.repeats,
-               compress=not args.no_compress, quick=args.quick, detect=not args.no_detect)
+               compress=not args.no_compress, quick=args.quick, detect=not args.no_detect,
+               vgg=not args.no_vgg)
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
