@@ -249,8 +249,8 @@ class FConvOp : public Op {
           std::memcpy(xs + ((ch * kw_ + j) * hp + iy) * ow, pl + (ch * hp + iy) * wp + j, static_cast<size_t>(ow) * 4);
     std::memset(xs + C * kw_ * hp * ow, 0, 16 * 4);  // masked-load slack
   }
-  int64_t sconv_scratch() const {  // xs, the padded planes, the planar result
-    return sconv_->plane_floats() + in_.c * sconv_->hp * (in_.w + 2 * pw_) + sconv_->out_floats();
+  int64_t sconv_scratch() const {  // xs, the padded planes, the planar result (64-byte multiple)
+    return (sconv_->plane_floats() + in_.c * sconv_->hp * (in_.w + 2 * pw_) + sconv_->out_floats() + 15) / 16 * 16;
   }
 
   // x (n, h, w, c) -> xp (n, h + 2 ph, w + 2 pw, c) with `pad` around (the direct conv's input).

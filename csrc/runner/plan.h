@@ -799,6 +799,7 @@ class Plan {
     const json& p = ops_[static_cast<size_t>(pool_op)];
     const json st = p.contains("stride") && !p["stride"].is_null() ? p["stride"] : p["kernel"];
     pool.ints = {{"kh", p["kernel"][0]}, {"kw", p["kernel"][1]}, {"sh", st[0]}, {"sw", st[1]}};
+    pool.strs["path"] = path_;
     bool any = false;
     for (auto f : flip) any |= f != 0;
     if (any) pool.arrays["flip"] = arr(store_, flip);
@@ -899,6 +900,7 @@ class Plan {
       if (flat_alias_.count(in0)) vid = to_float(in0, i);
       Attrs a;
       a.ints = {{"kh", o["kernel"][0]}, {"kw", o["kernel"][1]}, {"sh", st[0]}, {"sw", st[1]}};
+      a.strs["path"] = path_;
       ids_[out] = add("maxpool", i, {vid}, a);
       return;
     }
