@@ -83,8 +83,8 @@ class FConvOp : public Op {
               operand_ == Operand::kNone;
     copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
     // few input channels (a first layer): the direct conv (fconv_direct.h); also any conv of
-    // at most 64 output channels on few output pixels (use_direct); not when the plan says
-    // direct=0 (tests and benchmarks of the GEMM path)
+    // at most 64 output channels on few output pixels (use_direct) that the lane conv below
+    // does not take; not when the plan says direct=0 (tests and benchmarks of the GEMM path)
     small_c_ = in_.c <= 4 && K_ <= 128;
     if (!direct_ && !b_trans_ && kh_ * kw_ > 1 && (small_c_ || oc_ <= 64) && sp.i("direct", 1)) {
       dconv_ = std::make_unique<DirectConv>();
@@ -119,6 +119,19 @@ class FConvOp : public Op {
         dconv_.reset();
       }
     }
+    // other stride-1 convs with more than 4 input channels whose shifted input planes fit in
+    // 64 KiB (LeNet-5's conv2: 38 KiB): the dense conv with output pixels in the lanes
+    // (fsparse.h LaneConv; every lane busy whatever the channel count), at any batch size
+    if (!sconv_ && !b_trans_ && !direct_ && !small_c_ && sh_ == 1 && sw_ == 1 && sp.i("direct", 1) &&
+        in_.c * kw_ * (in_.h + 2 * ph_) * out.w <= 16384) {
+      lconv_ = std::make_unique<LaneConv>();
+      LaneConv& l = *lconv_;
+      l.c = in_.c; l.kh = kh_; l.kw = kw_; l.hp = in_.h + 2 * ph_; l.oh = out.h; l.ow = out.w; l.oc = oc_;
+      int64_t block = 1;
+      lfn_ = find_lane_conv(sp.s("path", "portable"), &block);
+      l.init(B_, block);
+      dconv_.reset();
+    }
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
       bits_ = std::make_unique<RowBits>(sp, oc_);
@@ -135,15 +148,15 @@ class FConvOp : public Op {
   // result (~32 KiB) stay in L2 / L1 between the GEMM and the packing.
   int64_t chunk_rows(int64_t M) const {
     if (sparse_) return std::min<int64_t>(M, 64);  // whole 16-row blocks
-    if (sconv_) return out.h * out.w;                // one image
+    if (sconv_ || lconv_) return out.h * out.w;      // one image
     int64_t r = (int64_t{96} << 10) / std::max<int64_t>(1, K_ * 4);
     if (bits_) r = std::min(r, (int64_t{32} << 10) / (oc_ * 4));
     return std::min(M, std::max<int64_t>(16, r));
   }
-  // The direct conv runs a first layer at any batch, other convs while the call has at most
-  // kDirectRows output pixels (LeNet-5's conv2 at batch 1-4: 13 % faster than im2col + GEMM
-  // there; at batch 64 the GEMM wins: its packed weights stay in L1, the direct conv's
-  // 500 x 64 do not).
+  // The direct conv runs a first layer at any batch, other convs (those the lane conv does
+  // not take: stride 2, large input planes) while the call has at most kDirectRows output
+  // pixels (on LeNet-5's conv2 at batch 1 it was 13 % faster than im2col + GEMM; at batch 64
+  // the GEMM won: its packed weights stay in L1, the direct conv's 500 x 64 do not).
   static constexpr int64_t kDirectRows = 256;
   bool use_direct(int64_t n) const { return dconv_ && (small_c_ || n * out.h * out.w <= kDirectRows); }
   int workers(int64_t n, int threads) const {
@@ -154,7 +167,7 @@ class FConvOp : public Op {
     const int64_t M = n * out.h * out.w;
     std::vector<int64_t> t;
     const bool ud = use_direct(n);
-    t.push_back(direct_ || ud || sconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
+    t.push_back(direct_ || ud || sconv_ || lconv_ ? 0 : workers(n, threads) * chunk_rows(M) * K_ * 4);   // cols
     t.push_back(operand_ != Operand::kNone ? n * in_.h * in_.w * in_.c * 4 : 0);  // operand
     t.push_back(xnor_ ? (n * in_.h * in_.w + M) * 4 : 0);                         // mean, kfac
     const bool rows = bits_ && !(dbits_ && ud);
@@ -162,7 +175,7 @@ class FConvOp : public Op {
     t.push_back(rows ? workers(n, threads) * bits_->stream_words(chunk_rows(M)) * 8 : 0);
     t.push_back(ud && (ph_ || pw_) ? n * dconv_->hp * dconv_->wp * in_.c * 4 : 0);  // padded x
     t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4
-                : sconv_ ? workers(n, threads) * sconv_scratch() * 4
+                : sconv_ || lconv_ ? workers(n, threads) * planes_scratch() * 4
                          : 0);   // sparse blocks / an image's planes and planar result
     return t;
   }
@@ -209,10 +222,12 @@ class FConvOp : public Op {
         float* C = bits_ ? ybuf : y + r0 * oc_;
         if (ud) {
           dfn_(*dconv_, x, r0, nr, C, nullptr);
-        } else if (sconv_) {  // chunk = image r0 / (oh*ow)
-          float* planes = static_cast<float*>(c.tmp[6]) + slot * sconv_scratch();
+        } else if (sconv_ || lconv_) {  // chunk = image r0 / (oh*ow)
+          float* planes = static_cast<float*>(c.tmp[6]) + slot * planes_scratch();
           to_planes(x + (r0 / (out.h * out.w)) * in_.h * in_.w * in_.c, planes);
-          scfn_(*sconv_, planes, planes + sconv_scratch() - sconv_->out_floats(), C);
+          float* yt = planes + planes_scratch() - planar_floats();
+          if (sconv_) scfn_(*sconv_, planes, yt, C);
+          else lfn_(*lconv_, planes, yt, C);
         } else if (sparse_) {
           sfn_(*sparse_, A, K_, nr, C, oc_, static_cast<float*>(c.tmp[6]) + slot * sparse_->scratch_floats());
         } else {
@@ -234,8 +249,8 @@ class FConvOp : public Op {
   // xs[ch][j][iy][ox] = x[iy - ph][ox + j - pw][ch], `pad` outside the image (fsparse.h);
   // via padded planes (c, hp, wp) at xs + xs_floats.
   void to_planes(const float* x, float* xs) const {
-    const int64_t C = in_.c, hp = sconv_->hp, wp = in_.w + 2 * pw_, ow = out.w;
-    float* pl = xs + sconv_->plane_floats();
+    const int64_t C = in_.c, hp = in_.h + 2 * ph_, wp = in_.w + 2 * pw_, ow = out.w;
+    float* pl = xs + xs_floats();
     for (int64_t j = 0; j < C * hp * wp; ++j) pl[j] = pad_;
     for (int64_t iy = 0; iy < in_.h; ++iy)
       for (int64_t ix = 0; ix < in_.w; ++ix) {
@@ -249,8 +264,10 @@ class FConvOp : public Op {
           std::memcpy(xs + ((ch * kw_ + j) * hp + iy) * ow, pl + (ch * hp + iy) * wp + j, static_cast<size_t>(ow) * 4);
     std::memset(xs + C * kw_ * hp * ow, 0, 16 * 4);  // masked-load slack
   }
-  int64_t sconv_scratch() const {  // xs, the padded planes, the planar result (64-byte multiple)
-    return (sconv_->plane_floats() + in_.c * sconv_->hp * (in_.w + 2 * pw_) + sconv_->out_floats() + 15) / 16 * 16;
+  int64_t xs_floats() const { return in_.c * kw_ * (in_.h + 2 * ph_) * out.w + 16; }  // + load slack
+  int64_t planar_floats() const { return sconv_ ? sconv_->out_floats() : lconv_->out_floats(); }
+  int64_t planes_scratch() const {  // xs, the padded planes, the planar result (64-byte multiple)
+    return (xs_floats() + in_.c * (in_.h + 2 * ph_) * (in_.w + 2 * pw_) + planar_floats() + 15) / 16 * 16;
   }
 
   // x (n, h, w, c) -> xp (n, h + 2 ph, w + 2 pw, c) with `pad` around (the direct conv's input).
@@ -333,6 +350,8 @@ class FConvOp : public Op {
   std::unique_ptr<SparseDense> sparse_;  // mostly-zero dense weights: CSR product
   SparseFn sfn_ = nullptr;
   std::unique_ptr<SparseConv> sconv_;    // half-zero conv weights (stride 1): sparse conv
+  std::unique_ptr<LaneConv> lconv_;      // other stride-1 convs, c > 4: output pixels in the lanes
+  LaneConvFn lfn_ = nullptr;
   SparseConvFn scfn_ = nullptr;
 };
 

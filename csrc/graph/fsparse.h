@@ -164,8 +164,9 @@ LOWBIT_TARGET_AVX2_FMA inline void sparse_avx2(const SparseDense& s, const float
 // floats: xs[ch][j][iy][ox] = padded x[iy][ox + j][ch]), so that for a tap (i, j, ch) the
 // inputs of all oh*ow output pixels, flattened, are one contiguous run of xs[ch][j] starting
 // at row i.  Each output channel then adds, per nonzero weight, one broadcast multiply-add
-// into its pixel vectors (blocks of up to 8 vectors of 16 (avx512) / 8 (avx2) pixels, the
-// last one masked): work proportional to the nonzero weights, full lanes at any width.  The
+// into its pixel vectors (blocks of up to 8 vectors of 16 (avx512) / 8 (avx2) pixels; the
+// last one's lanes past the image read the planes' 16-float slack and are not stored): work
+// proportional to the nonzero weights, full lanes at any width.  The
 // result (oc, oh*ow) is transposed to NHWC rows.  Sums: each output adds its nonzero taps in
 // tap order (kh, kw, c), one rounding per multiply-add (portable: two).
 struct SparseConv {
@@ -230,8 +231,7 @@ LOWBIT_TARGET_AVX512_FMA static inline void sconv_block512(const SparseConv& s, 
   for (int32_t j = s.ptr[o]; j < s.ptr[o + 1]; ++j) {
     const __m512 w = _mm512_set1_ps(s.val[j]);
     const float* src = base + s.off[j];
-    for (int g = 0; g + 1 < G; ++g) acc[g] = _mm512_fmadd_ps(w, _mm512_loadu_ps(src + 16 * g), acc[g]);
-    acc[G - 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(k, src + 16 * (G - 1)), acc[G - 1]);
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(w, _mm512_loadu_ps(src + 16 * g), acc[g]);
   }
   float* d = yt + o * P + p0;
   for (int g = 0; g + 1 < G; ++g) _mm512_storeu_ps(d + 16 * g, acc[g]);
@@ -266,8 +266,7 @@ LOWBIT_TARGET_AVX2_FMA static inline void sconv_block256(const SparseConv& s, co
   for (int32_t j = s.ptr[o]; j < s.ptr[o + 1]; ++j) {
     const __m256 w = _mm256_set1_ps(s.val[j]);
     const float* src = base + s.off[j];
-    for (int g = 0; g + 1 < G; ++g) acc[g] = _mm256_fmadd_ps(w, _mm256_loadu_ps(src + 8 * g), acc[g]);
-    acc[G - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(src + 8 * (G - 1), mask), acc[G - 1]);
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(w, _mm256_loadu_ps(src + 8 * g), acc[g]);
   }
   float* d = yt + o * P + p0;
   for (int g = 0; g + 1 < G; ++g) _mm256_storeu_ps(d + 8 * g, acc[g]);
@@ -296,6 +295,158 @@ LOWBIT_TARGET_AVX2_FMA inline void sparse_conv_avx2(const SparseConv& s, const f
 #endif
 
 }  // namespace sparse_detail
+
+// ---- dense conv with the output pixels in the lanes (stride 1, more than 4 input channels) --
+// The same shifted input planes as the sparse conv; per block of up to 64 (avx512) / 32
+// (avx2) output pixels and 6 (avx512) / 2 (avx2) output channels, every tap loads the block's
+// input vectors once and multiplies them into the channels' accumulators (weights broadcast):
+// all lanes busy whatever the channel count (LeNet-5's conv2 has 50: 78 % of the lanes of an
+// output-channels-in-lanes kernel).  Sums: acc = 0, then acc += x_t w_t for t in tap order
+// (kh, kw, c), one rounding per multiply-add (portable: two): the direct conv's order.
+struct LaneConv {
+  int64_t c = 1, kh = 1, kw = 1, hp = 0, oh = 0, ow = 0, oc = 0;
+  int64_t ob = 6;                 // output channels per block (the packed weights' group)
+  std::vector<int32_t> toff;      // per tap (kh, kw, c order): offset in the shifted planes
+  std::vector<float> wpk;         // (ceil(oc/ob), K, ob): zero for channels past oc
+
+  void init(const float* B, int64_t block) {  // B: (K, oc) row-major, tap-major
+    ob = block;
+    const int64_t K = kh * kw * c, nb = (oc + ob - 1) / ob;
+    toff.clear();
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j)
+        for (int64_t ch = 0; ch < c; ++ch) toff.push_back(static_cast<int32_t>((ch * kw + j) * hp * ow + i * ow));
+    wpk.assign(static_cast<size_t>(nb * K * ob), 0.f);
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t t = 0; t < K; ++t)
+        for (int64_t q = 0; q < ob && b * ob + q < oc; ++q)
+          wpk[static_cast<size_t>((b * K + t) * ob + q)] = B[t * oc + b * ob + q];
+  }
+  int64_t plane_floats() const { return c * kw * hp * ow + 16; }
+  int64_t out_floats() const { return (oc + ob - 1) / ob * ob * oh * ow; }  // (padded oc, pixels)
+};
+
+using LaneConvFn = void (*)(const LaneConv& s, const float* xs, float* yt, float* y);
+
+namespace sparse_detail {
+
+inline void lane_to_rows(const LaneConv& s, const float* yt, float* y) {
+  const int64_t P = s.oh * s.ow;
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t o = 0; o < s.oc; ++o) y[p * s.oc + o] = yt[o * P + p];
+}
+
+inline void lane_conv_portable(const LaneConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow, K = static_cast<int64_t>(s.toff.size()), nb = (s.oc + s.ob - 1) / s.ob;
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t q = 0; q < s.ob; ++q)
+      for (int64_t p = 0; p < P; ++p) {
+        float acc = 0.f;
+        for (int64_t t = 0; t < K; ++t) acc = acc + xs[s.toff[static_cast<size_t>(t)] + p] * s.wpk[static_cast<size_t>((b * K + t) * s.ob + q)];
+        yt[(b * s.ob + q) * P + p] = acc;
+      }
+  lane_to_rows(s, yt, y);
+}
+
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+template <int G>
+LOWBIT_TARGET_AVX512_FMA static inline void lane_block512(const LaneConv& s, const float* xs, int64_t b,
+                                                          int64_t p0, int64_t P, __mmask16 k, float* yt) {
+  constexpr int B = 6;
+  __m512 acc[B][G];
+  for (int q = 0; q < B; ++q)
+    for (int g = 0; g < G; ++g) acc[q][g] = _mm512_setzero_ps();
+  const int64_t K = static_cast<int64_t>(s.toff.size());
+  const int32_t* toff = s.toff.data();
+  const float* w = s.wpk.data() + b * K * B;
+  const float* base = xs + p0;
+  for (int64_t t = 0; t < K; ++t, w += B) {
+    const float* src = base + toff[t];
+    __m512 in[G];  // (unmasked: lanes past the block read the planes' slack, never stored; a
+                   // masked load here made GCC keep the accumulators in memory)
+    for (int g = 0; g < G; ++g) in[g] = _mm512_loadu_ps(src + 16 * g);
+    for (int q = 0; q < B; ++q) {
+      const __m512 wq = _mm512_set1_ps(w[q]);
+      for (int g = 0; g < G; ++g) acc[q][g] = _mm512_fmadd_ps(wq, in[g], acc[q][g]);
+    }
+  }
+  for (int q = 0; q < B; ++q) {
+    float* d = yt + (b * B + q) * P + p0;
+    for (int g = 0; g + 1 < G; ++g) _mm512_storeu_ps(d + 16 * g, acc[q][g]);
+    _mm512_mask_storeu_ps(d + 16 * (G - 1), k, acc[q][G - 1]);
+  }
+}
+
+LOWBIT_TARGET_AVX512_FMA inline void lane_conv_avx512(const LaneConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow, nb = (s.oc + 5) / 6;
+  for (int64_t p0 = 0; p0 < P; p0 += 64) {
+    const int64_t n = P - p0 < 64 ? P - p0 : 64, G = (n + 15) / 16, tail = n - 16 * (G - 1);
+    const __mmask16 k = static_cast<__mmask16>(tail == 16 ? 0xFFFF : (1u << tail) - 1);
+    for (int64_t b = 0; b < nb; ++b) switch (G) {
+        case 4: lane_block512<4>(s, xs, b, p0, P, k, yt); break;
+        case 3: lane_block512<3>(s, xs, b, p0, P, k, yt); break;
+        case 2: lane_block512<2>(s, xs, b, p0, P, k, yt); break;
+        default: lane_block512<1>(s, xs, b, p0, P, k, yt); break;
+      }
+  }
+  lane_to_rows(s, yt, y);
+}
+
+template <int G>
+LOWBIT_TARGET_AVX2_FMA static inline void lane_block256(const LaneConv& s, const float* xs, int64_t b,
+                                                        int64_t p0, int64_t P, __m256i mask, float* yt) {
+  constexpr int B = 2;
+  __m256 acc[B][G];
+  for (int q = 0; q < B; ++q)
+    for (int g = 0; g < G; ++g) acc[q][g] = _mm256_setzero_ps();
+  const int64_t K = static_cast<int64_t>(s.toff.size());
+  const int32_t* toff = s.toff.data();
+  const float* w = s.wpk.data() + b * K * B;
+  const float* base = xs + p0;
+  for (int64_t t = 0; t < K; ++t, w += B) {
+    const float* src = base + toff[t];
+    __m256 in[G];
+    for (int g = 0; g < G; ++g) in[g] = _mm256_loadu_ps(src + 8 * g);
+    for (int q = 0; q < B; ++q) {
+      const __m256 wq = _mm256_broadcast_ss(w + q);
+      for (int g = 0; g < G; ++g) acc[q][g] = _mm256_fmadd_ps(wq, in[g], acc[q][g]);
+    }
+  }
+  for (int q = 0; q < B; ++q) {
+    float* d = yt + (b * B + q) * P + p0;
+    for (int g = 0; g + 1 < G; ++g) _mm256_storeu_ps(d + 8 * g, acc[q][g]);
+    _mm256_maskstore_ps(d + 8 * (G - 1), mask, acc[q][G - 1]);
+  }
+}
+
+LOWBIT_TARGET_AVX2_FMA inline void lane_conv_avx2(const LaneConv& s, const float* xs, float* yt, float* y) {
+  const int64_t P = s.oh * s.ow, nb = (s.oc + 1) / 2;
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t p0 = 0; p0 < P; p0 += 32) {
+    const int64_t n = P - p0 < 32 ? P - p0 : 32, G = (n + 7) / 8, tail = n - 8 * (G - 1);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(tail)), lanes);
+    for (int64_t b = 0; b < nb; ++b) switch (G) {
+        case 4: lane_block256<4>(s, xs, b, p0, P, mask, yt); break;
+        case 3: lane_block256<3>(s, xs, b, p0, P, mask, yt); break;
+        case 2: lane_block256<2>(s, xs, b, p0, P, mask, yt); break;
+        default: lane_block256<1>(s, xs, b, p0, P, mask, yt); break;
+      }
+  }
+  lane_to_rows(s, yt, y);
+}
+#endif
+
+}  // namespace sparse_detail
+
+// The kernel of a path and its output-channel block (the packed weights' layout).
+inline LaneConvFn find_lane_conv(const std::string& path, int64_t* block) {
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+  if (path == "avx2") { *block = 2; return &sparse_detail::lane_conv_avx2; }
+  if (path == "avx512") { *block = 6; return &sparse_detail::lane_conv_avx512; }
+#endif
+  *block = 1;
+  return &sparse_detail::lane_conv_portable;
+}
 
 inline SparseConvFn find_sparse_conv(const std::string& path) {
 #if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)

@@ -359,8 +359,9 @@ def test_direct_float_conv_word_edges(oc, tail, tmp_path, monkeypatch):
 
 
 def test_direct_conv_many_channels_small_calls(tmp_path, monkeypatch):
-    """Convs with more input channels take the direct conv while a call has few output pixels
-    (LeNet-5's conv2 at batch 1) and im2col + GEMM above: both equal torch, on every path."""
+    """A LeNet-5-like stack at 1, 2, 5 and 20 images: the first layer on the direct conv, the
+    convs with 20 / 50 input channels on the lane conv (fsparse.h LaneConv), == torch on every
+    path at every batch size."""
     from torch import nn
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(),
@@ -370,9 +371,9 @@ def test_direct_conv_many_channels_small_calls(tmp_path, monkeypatch):
     export_model(model, path, None, input_shape=x.shape[1:])
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    for n in (1, 2, 5):  # 16, 32, 80 output pixels per call of conv2 / conv3: the direct conv
+    for n in (1, 2, 5):
         _check(path, [ref[:n]], None, x[:n], True)
-    xs = np.repeat(x, 4, axis=0)  # 20 images: 320 pixels, im2col + GEMM
+    xs = np.repeat(x, 4, axis=0)
     with torch.no_grad():
         refs = model(torch.from_numpy(xs)).numpy()
     _check(path, [refs], None, xs, True)
@@ -454,3 +455,34 @@ def test_sparse_conv_word_edges(oc, tmp_path, monkeypatch):
     for kpath in PATHS:
         dense = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
         _close(dense, ref.reshape(len(x), -1), f"{kpath}: dense path vs torch")
+
+
+@pytest.mark.parametrize("oc", [1, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_lane_conv_word_edges(oc, tmp_path, monkeypatch):
+    """Stride-1 convs with more than 4 input channels and small input planes run the dense
+    conv with the output pixels in the lanes (csrc/graph/fsparse.h LaneConv; channel blocks of
+    6 / 2 / 1 on avx512 / avx2 / portable): pixel counts around the 8 / 16 / 32 / 64-pixel
+    blocks, padding, bias + ReLU + a BatchNorm read by signs after it, on every path, == torch,
+    == Python, == im2col + GEMM (LOWBIT_FCONV_DIRECT=0)."""
+    from torch import nn
+    from lowbit.train.layers import QuantConv2d
+    torch.manual_seed(oc)
+    size, k, pad = [(5, 3, 0), (6, 3, 1), (13, 5, 2), (12, 3, 0), (9, 5, 0)][oc % 5]  # 9..169 px
+    cin = 5 + oc % 3
+    sign_layer = QuantConv2d(oc, 4, 3, padding=1, bias=False, input_quantizer="ste_sign",
+                             weight_quantizer="ste_sign")
+    tail = [nn.ReLU()] if oc % 2 else [nn.BatchNorm2d(oc), sign_layer]
+    model = nn.Sequential(nn.Conv2d(cin, oc, k, padding=pad), *tail)
+    randomize_bn(model)
+    model.eval()
+    x = np.random.default_rng(oc).standard_normal((3, cin, size, size)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x)) if not oc % 2 else None
+    _check(path, [ref], acc, x, True)
+    monkeypatch.setenv("LOWBIT_FCONV_DIRECT", "0")
+    for kpath in PATHS:
+        gemm = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
+        _close(gemm, ref.reshape(len(x), -1), f"{kpath}: im2col + GEMM vs torch")
