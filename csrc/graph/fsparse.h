@@ -210,6 +210,44 @@ inline void planes_to_rows(const SparseConv& s, const float* yt, float* y) {
     for (int64_t o = 0; o < s.oc; ++o) y[p * s.oc + o] = yt[o * hw + p];
 }
 
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+// yt (oc, P) -> y (P, oc): 16 x 16 blocks transposed in registers (unpack / shuffle), the
+// channel and pixel tails element by element.
+LOWBIT_TARGET_AVX512_FMA static inline void transpose_avx512(const float* yt, int64_t oc, int64_t P, float* y) {
+  const int64_t oc16 = oc / 16 * 16, P16 = P / 16 * 16;
+  for (int64_t o0 = 0; o0 < oc16; o0 += 16)
+    for (int64_t p0 = 0; p0 < P16; p0 += 16) {
+      __m512 r[16], t[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(yt + (o0 + i) * P + p0);
+      for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+      }
+      // r[4q + j] (q = row group of 4, j = 0..3) holds, per 128-bit lane L, the 4 values of
+      // pixels 4L + j' ... ; combine the 128-bit lanes across the 4 groups
+      for (int j = 0; j < 4; ++j) {
+        const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        const __m512 c = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), d = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_f32x4(a, c, 0x88);
+        t[8 + j] = _mm512_shuffle_f32x4(a, c, 0xDD);
+        t[4 + j] = _mm512_shuffle_f32x4(b, d, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(b, d, 0xDD);
+      }
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(y + (p0 + i) * oc + o0, t[i]);
+    }
+  for (int64_t p = 0; p < P; ++p) {  // tails
+    const int64_t o_start = p < P16 ? oc16 : 0;
+    for (int64_t o = o_start; o < oc; ++o) y[p * oc + o] = yt[o * P + p];
+  }
+}
+#endif
+
 inline void sparse_conv_portable(const SparseConv& s, const float* xs, float* yt, float* y) {
   const int64_t P = s.oh * s.ow;
   for (int64_t o = 0; o < s.oc; ++o)
@@ -254,7 +292,7 @@ LOWBIT_TARGET_AVX512_FMA inline void sparse_conv_avx512(const SparseConv& s, con
         default: sconv_block512<1>(s, xs, o, p0, P, k, yt); break;
       }
   }
-  planes_to_rows(s, yt, y);
+  transpose_avx512(yt, s.oc, s.oh * s.ow, y);
 }
 
 template <int G>
@@ -389,7 +427,7 @@ LOWBIT_TARGET_AVX512_FMA inline void lane_conv_avx512(const LaneConv& s, const f
         default: lane_block512<1>(s, xs, b, p0, P, k, yt); break;
       }
   }
-  lane_to_rows(s, yt, y);
+  transpose_avx512(yt, s.oc, s.oh * s.ow, y);
 }
 
 template <int G>
