@@ -238,7 +238,7 @@ class FConvOp : public Op {
           gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
         }
         if (!prog_.empty())
-          for (int64_t r = 0; r < nr; ++r) run_program(prog_, C + r * oc_, oc_, r0 + r, kfac);
+          run_program_rows(prog_, C, nr, oc_, r0, kfac);
         if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
       }
     });

@@ -24,13 +24,16 @@ inline void max_into(float* __restrict o, const float* __restrict t, int64_t n) 
   }
 }
 
-// One output pixel of a float max pool: o[0..C) = max over the kh x kw taps (row stride
-// `rs` floats, tap stride `ts`) with max_into's NaN rule, 16 / 8 channels per compare.
+// One output row of a float max pool: n pixels, pixel q's window starting at x + q * ps,
+// o[q * C .. q * C + C) = max over the kh x kw taps (row stride `rs` floats, tap stride `ts`)
+// with max_into's NaN rule, 16 / 8 channels per compare.
 using FloatPoolPixelFn = void (*)(const float* x, int64_t rs, int64_t ts, int64_t kh, int64_t kw, int64_t C,
                                   float* o);
+using FloatPoolRowFn = void (*)(const float* x, int64_t ps, int64_t n, int64_t rs, int64_t ts, int64_t kh,
+                                int64_t kw, int64_t C, float* o);
 #if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
-LOWBIT_TARGET_AVX512 inline void maxpool_pixel_avx512(const float* x, int64_t rs, int64_t ts, int64_t kh,
-                                                      int64_t kw, int64_t C, float* o) {
+LOWBIT_TARGET_AVX512 static inline void maxpool_pixel_avx512(const float* x, int64_t rs, int64_t ts, int64_t kh,
+                                                             int64_t kw, int64_t C, float* o) {
   for (int64_t c = 0; c < C; c += 16) {
     const int64_t m = C - c < 16 ? C - c : 16;
     const __mmask16 k = static_cast<__mmask16>(m == 16 ? 0xFFFF : (1u << m) - 1);
@@ -44,8 +47,8 @@ LOWBIT_TARGET_AVX512 inline void maxpool_pixel_avx512(const float* x, int64_t rs
     _mm512_mask_storeu_ps(o + c, k, v);
   }
 }
-LOWBIT_TARGET_AVX2 inline void maxpool_pixel_avx2(const float* x, int64_t rs, int64_t ts, int64_t kh,
-                                                  int64_t kw, int64_t C, float* o) {
+LOWBIT_TARGET_AVX2 static inline void maxpool_pixel_avx2(const float* x, int64_t rs, int64_t ts, int64_t kh,
+                                                         int64_t kw, int64_t C, float* o) {
   int64_t c = 0;
   for (; c + 8 <= C; c += 8) {
     __m256 v = _mm256_loadu_ps(x + c);
@@ -67,6 +70,14 @@ LOWBIT_TARGET_AVX2 inline void maxpool_pixel_avx2(const float* x, int64_t rs, in
     o[c] = v;
   }
 }
+LOWBIT_TARGET_AVX512 inline void maxpool_row_avx512(const float* x, int64_t ps, int64_t n, int64_t rs, int64_t ts,
+                                                    int64_t kh, int64_t kw, int64_t C, float* o) {
+  for (int64_t q = 0; q < n; ++q) maxpool_pixel_avx512(x + q * ps, rs, ts, kh, kw, C, o + q * C);
+}
+LOWBIT_TARGET_AVX2 inline void maxpool_row_avx2(const float* x, int64_t ps, int64_t n, int64_t rs, int64_t ts,
+                                                int64_t kh, int64_t kw, int64_t C, float* o) {
+  for (int64_t q = 0; q < n; ++q) maxpool_pixel_avx2(x + q * ps, rs, ts, kh, kw, C, o + q * C);
+}
 #endif
 
 // Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).
@@ -87,8 +98,8 @@ class MaxPoolOp : public Op {
         if (f[o]) flipw_[static_cast<size_t>(o / 64)] |= uint64_t{1} << (o % 64);
     }
 #if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
-    if (sp.s("path") == "avx512") pixel_ = &maxpool_pixel_avx512;
-    if (sp.s("path") == "avx2") pixel_ = &maxpool_pixel_avx2;
+    if (sp.s("path") == "avx512") row_ = &maxpool_row_avx512;
+    if (sp.s("path") == "avx2") row_ = &maxpool_row_avx2;
 #endif
   }
   void run(Ctx& c) override {
@@ -123,10 +134,8 @@ class MaxPoolOp : public Op {
                  [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / out.h, oy = r % out.h;
-        if (pixel_) {
-          for (int64_t ox = 0; ox < out.w; ++ox)
-            pixel_(x + ((b * in_.h + oy * sh_) * in_.w + ox * sw_) * C, in_.w * C, C, kh_, kw_, C,
-                   y + (r * out.w + ox) * C);
+        if (row_) {
+          row_(x + (b * in_.h + oy * sh_) * in_.w * C, sw_ * C, out.w, in_.w * C, C, kh_, kw_, C, y + r * out.w * C);
           continue;
         }
         for (int64_t ox = 0; ox < out.w; ++ox) {
@@ -149,7 +158,7 @@ class MaxPoolOp : public Op {
   Value in_;
   int64_t kh_, kw_, sh_, sw_;
   std::vector<uint64_t> flipw_;
-  FloatPoolPixelFn pixel_ = nullptr;  // avx2 / avx512 float max (null: portable loops)
+  FloatPoolRowFn row_ = nullptr;  // avx2 / avx512 float max (null: portable loops)
 };
 
 // torch AvgPool2d: window sum over the zero-padded input / window size (count_include_pad)

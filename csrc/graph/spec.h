@@ -142,10 +142,9 @@ inline std::vector<Step> read_program(const OpSpec& sp, int64_t c) {
   return prog;
 }
 
-// Runs `prog` on one row x[0..c) of pixel `pixel` (kfac: per-pixel factors or null).
-inline void run_program(const std::vector<Step>& prog, float* x, int64_t c, int64_t pixel,
-                        const float* kfac) {
-  for (const Step& st : prog) {
+// One step of a program on one row x[0..c) of pixel `pixel` (kfac: per-pixel factors or null).
+inline void run_step(const Step& st, float* x, int64_t c, int64_t pixel, const float* kfac) {
+  {
     switch (st.code) {
       case StepCode::kRound: for (int64_t j = 0; j < c; ++j) x[j] = std::nearbyint(x[j]); break;
       case StepCode::kMulC: for (int64_t j = 0; j < c; ++j) x[j] *= st.v[j]; break;
@@ -177,6 +176,40 @@ inline void run_program(const std::vector<Step>& prog, float* x, int64_t c, int6
           x[j] = std::nearbyint(y * st.s) / st.s;
         }
         break;
+    }
+  }
+}
+
+// Runs `prog` on one row x[0..c) of pixel `pixel`.
+inline void run_program(const std::vector<Step>& prog, float* x, int64_t c, int64_t pixel,
+                        const float* kfac) {
+  for (const Step& st : prog) run_step(st, x, c, pixel, kfac);
+}
+
+// run_program on rows x[r * c .. r * c + c) of pixels pixel0 + r, r < rows: the same steps
+// on every element, in the same order per element; the common steps (+ v, x v, relu) loop
+// over the whole block at once instead of dispatching per short row.
+inline void run_program_rows(const std::vector<Step>& prog, float* x, int64_t rows, int64_t c,
+                             int64_t pixel0, const float* kfac) {
+  for (const Step& st : prog) {
+    switch (st.code) {
+      case StepCode::kAddC:
+        for (int64_t r = 0; r < rows; ++r) {
+          float* y = x + r * c;
+          for (int64_t j = 0; j < c; ++j) y[j] += st.v[j];
+        }
+        break;
+      case StepCode::kMulC:
+        for (int64_t r = 0; r < rows; ++r) {
+          float* y = x + r * c;
+          for (int64_t j = 0; j < c; ++j) y[j] *= st.v[j];
+        }
+        break;
+      case StepCode::kRelu:
+        for (int64_t j = 0; j < rows * c; ++j) x[j] = x[j] >= 0.f || std::isnan(x[j]) ? x[j] : 0.f;
+        break;
+      default:
+        for (int64_t r = 0; r < rows; ++r) run_step(st, x + r * c, c, pixel0 + r, kfac);
     }
   }
 }
