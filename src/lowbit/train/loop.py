@@ -238,37 +238,10 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
                          f"training images, got {val_arrays[0].shape[1:]}")
 
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-    ckpt = None
-    if ckpt_path is not None and ckpt_path.exists():
-        if resume:
-            ckpt = load_checkpoint(ckpt_path)
-            for key in ("optimizer_state", "schedule", "rng", "config", "normalization"):
-                if not ckpt.get(key):
-                    raise ValueError(f"{ckpt_path}: field {key!r}: missing, so the run cannot "
-                                     f"be resumed exactly (was it written by fit?)")
-        elif not overwrite:
-            raise FileExistsError(f"{ckpt_path}: a checkpoint is already there; resume it "
-                                  f"(--resume) or choose another output folder (--out)")
-    elif resume and progress:
-        print(f"no checkpoint in {out_dir}; starting from scratch", file=sys.stderr)
-
+    ckpt = _open_checkpoint(ckpt_path, resume, overwrite, progress, out_dir)
     if ckpt is not None:
-        config = _check_resume(ckpt_path, ckpt["config"], explicit, name, ckpt)
-        spec = ckpt["model"]
-        if model is None and spec.get("name") is None:
-            raise ValueError(f"{ckpt_path}: the run trains a model built in Python "
-                             f"({spec.get('class')}); pass it again: fit(model, ..., resume=True)")
-        if model is None:
-            model = build_model(spec["name"], **spec.get("kwargs", {}))
-        model.load_state_dict(ckpt["model_state"])
-        name, kwargs = spec["name"], spec.get("kwargs", {})
-        norm = Normalization.from_dict(ckpt["normalization"], f"{ckpt_path}: normalization")
-        if norm.channels != train_x.shape[1]:
-            raise ValueError(f"{ckpt_path}: normalization: the run was started on images with "
-                             f"{norm.channels} channel(s), got {train_x.shape[1]}")
-        if config.get("train_size") != len(train_y):
-            raise ValueError(f"{ckpt_path}: config 'train_size': the run was started with "
-                             f"{config.get('train_size')} training images, got {len(train_y)}")
+        model, name, kwargs, norm, config = _restored(ckpt_path, ckpt, explicit, name, model,
+                                                      train_x, train_y)
     else:
         config = _resolve_config(name, explicit)
         config.setdefault("seed", 0)
@@ -293,8 +266,7 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     train_set = ImageSet(train_x, train_y, norm, dev, "train images")
     val_set = ImageSet(*val_arrays, norm, dev, "validation images") if val_arrays else None
 
-    bs, n = int(config["batch_size"]), len(train_set)
-    steps = math.ceil(n / bs)
+    steps = math.ceil(len(train_set) / int(config["batch_size"]))
     if str(config.get("optimizer")).startswith("custom:") and opt_factory is None:
         raise ValueError(f"optimizer: the run uses {config['optimizer']!r}; pass that callable "
                          f"as optimizer= again")
@@ -313,55 +285,11 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         set_rng_state(ckpt["rng"])
         if progress:
             print(f"resuming {ckpt_path} after epoch {start}/{config['epochs']}", file=sys.stderr)
-    post = [m for m in model.modules() if callable(getattr(m, "post_step", None))]
-    aug = Augment(config.get("augment"))
+    run = _Epochs(net, model, train_set, opt, sched, config, loss_fn, _ctx, progress)
 
-    epochs_total = int(config["epochs"])
-    for epoch in range(start, epochs_total):
-        model.train()
+    for epoch in range(start, run.total):
         t0 = time.perf_counter()
-        order = torch.from_numpy(batch_order(n, int(config["seed"]), epoch)).to(dev)
-        sum_loss = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs_total}", unit="batch",
-                   disable=None if progress else True, leave=False, dynamic_ncols=True,
-                   file=sys.stderr)
-        lr_now = sched["lr"]
-        for i in bar:
-            lr_now = lr_at(sched, epoch * steps + i)
-            set_lr(opt, lr_now)
-            idx = order[i * bs:(i + 1) * bs]
-            weight = 1.0
-            if _ctx.active:           # this rank's share; its loss weighted as in the batch
-                part = idx[distributed.shard(len(idx), _ctx.rank, _ctx.world)]
-                weight = _ctx.world * len(part) / len(idx)
-                idx = part if len(part) else idx      # (nothing left: run, but weigh 0)
-            x, y = train_set.batch(idx)
-            if aug:
-                x = aug(x)
-            out = net(x)
-            loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            (loss * weight if weight != 1.0 else loss).backward()
-            opt.step()
-            if post:
-                with torch.no_grad():
-                    for m in post:
-                        m.post_step()
-            if weight:
-                sum_loss += loss.detach().double() * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-            if progress and (i % 25 == 0 or i == steps - 1):
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_now:.2e}")
-        bar.close()
-        sum_loss, correct = _ctx.sum(sum_loss, correct)
-        _ctx.check_in_step(model, f"after epoch {epoch + 1}")
-        _ctx.broadcast_buffers(model)          # rank 0's BatchNorm statistics everywhere
-        train_loss, train_acc = sum_loss.item() / n, correct.item() / n
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}; the run "
-                                     f"diverged (try a lower --lr)")
-        rec = {"epoch": epoch + 1, "lr": lr_now, "train_loss": train_loss, "train_acc": train_acc}
+        rec = run.train(epoch)
         if val_set is not None:
             rec["val_loss"], rec["val_acc"] = _eval_set(model, val_set, ctx=_ctx if _ctx.active
                                                         else None)
@@ -375,12 +303,119 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         _ctx.barrier()
         if progress:
             val_txt = f"  val {rec['val_acc']:.2%}" if "val_acc" in rec else ""
-            print(f"epoch {epoch + 1}/{epochs_total}  loss {train_loss:.4f}  train "
-                  f"{train_acc:.2%}{val_txt}  lr {lr_now:.2e}  {rec['seconds']:.1f}s",
+            print(f"epoch {epoch + 1}/{run.total}  loss {rec['train_loss']:.4f}  train "
+                  f"{rec['train_acc']:.2%}{val_txt}  lr {rec['lr']:.2e}  {rec['seconds']:.1f}s",
                   file=sys.stderr)
         if on_epoch_end is not None:
             on_epoch_end(rec)
     return FitResult(model, history, config, norm, ckpt_path)
+
+
+def _open_checkpoint(ckpt_path: Path | None, resume: bool, overwrite: bool, progress: bool,
+                     out_dir) -> dict | None:
+    """The checkpoint to resume (None: start afresh); an existing one needs resume/overwrite."""
+    if ckpt_path is None or not ckpt_path.exists():
+        if resume and progress:
+            print(f"no checkpoint in {out_dir}; starting from scratch", file=sys.stderr)
+        return None
+    if not resume:
+        if not overwrite:
+            raise FileExistsError(f"{ckpt_path}: a checkpoint is already there; resume it "
+                                  f"(--resume) or choose another output folder (--out)")
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    for key in ("optimizer_state", "schedule", "rng", "config", "normalization"):
+        if not ckpt.get(key):
+            raise ValueError(f"{ckpt_path}: field {key!r}: missing, so the run cannot "
+                             f"be resumed exactly (was it written by fit?)")
+    return ckpt
+
+
+def _restored(ckpt_path: Path, ckpt: dict, explicit: dict, name, model, train_x, train_y):
+    """(model, name, kwargs, normalization, config) of a resumed run, checked against the data."""
+    config = _check_resume(ckpt_path, ckpt["config"], explicit, name, ckpt)
+    spec = ckpt["model"]
+    if model is None and spec.get("name") is None:
+        raise ValueError(f"{ckpt_path}: the run trains a model built in Python "
+                         f"({spec.get('class')}); pass it again: fit(model, ..., resume=True)")
+    if model is None:
+        model = build_model(spec["name"], **spec.get("kwargs", {}))
+    model.load_state_dict(ckpt["model_state"])
+    norm = Normalization.from_dict(ckpt["normalization"], f"{ckpt_path}: normalization")
+    if norm.channels != train_x.shape[1]:
+        raise ValueError(f"{ckpt_path}: normalization: the run was started on images with "
+                         f"{norm.channels} channel(s), got {train_x.shape[1]}")
+    if config.get("train_size") != len(train_y):
+        raise ValueError(f"{ckpt_path}: config 'train_size': the run was started with "
+                         f"{config.get('train_size')} training images, got {len(train_y)}")
+    return model, spec["name"], spec.get("kwargs", {}), norm, config
+
+
+class _Epochs:
+    """One training epoch at a time: batches in the seeded order, augmentation, the step and
+    the layers' ``post_step`` (clipping), this rank's share when distributed."""
+
+    def __init__(self, net, model, train_set, opt, sched, config, loss_fn, ctx, progress):
+        self.net, self.model, self.data, self.opt, self.sched = net, model, train_set, opt, sched
+        self.loss_fn, self.ctx, self.progress = loss_fn, ctx, progress
+        self.bs, self.seed = int(config["batch_size"]), int(config["seed"])
+        self.total = int(config["epochs"])
+        self.steps = math.ceil(len(train_set) / self.bs)
+        self.aug = Augment(config.get("augment"))
+        self.post = [m for m in model.modules() if callable(getattr(m, "post_step", None))]
+
+    def train(self, epoch: int) -> dict:
+        """Train epoch ``epoch`` (0-based); its record: epoch, lr, train_loss, train_acc."""
+        ctx, dev, n = self.ctx, self.data.device, len(self.data)
+        self.model.train()
+        order = torch.from_numpy(batch_order(n, self.seed, epoch)).to(dev)
+        sum_loss = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        bar = tqdm(range(self.steps), desc=f"epoch {epoch + 1}/{self.total}", unit="batch",
+                   disable=None if self.progress else True, leave=False, dynamic_ncols=True,
+                   file=sys.stderr)
+        lr_now = self.sched["lr"]
+        for i in bar:
+            lr_now = lr_at(self.sched, epoch * self.steps + i)
+            set_lr(self.opt, lr_now)
+            idx = order[i * self.bs:(i + 1) * self.bs]
+            weight = 1.0
+            if ctx.active:           # this rank's share; its loss weighted as in the batch
+                part = idx[distributed.shard(len(idx), ctx.rank, ctx.world)]
+                weight = ctx.world * len(part) / len(idx)
+                idx = part if len(part) else idx      # (nothing left: run, but weigh 0)
+            loss, hits = self._step(idx, weight)
+            if weight:
+                sum_loss += loss.detach().double() * len(idx)
+                correct += hits
+            if self.progress and (i % 25 == 0 or i == self.steps - 1):
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_now:.2e}")
+        bar.close()
+        sum_loss, correct = ctx.sum(sum_loss, correct)
+        ctx.check_in_step(self.model, f"after epoch {epoch + 1}")
+        ctx.broadcast_buffers(self.model)          # rank 0's BatchNorm statistics everywhere
+        train_loss, train_acc = sum_loss.item() / n, correct.item() / n
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}; the run "
+                                     f"diverged (try a lower --lr)")
+        return {"epoch": epoch + 1, "lr": lr_now, "train_loss": train_loss,
+                "train_acc": train_acc}
+
+    def _step(self, idx: torch.Tensor, weight: float):
+        """One optimizer step on the images ``idx``: (loss, correct predictions)."""
+        x, y = self.data.batch(idx)
+        if self.aug:
+            x = self.aug(x)
+        out = self.net(x)
+        loss = self.loss_fn(out, y)
+        self.opt.zero_grad(set_to_none=True)
+        (loss * weight if weight != 1.0 else loss).backward()
+        self.opt.step()
+        if self.post:
+            with torch.no_grad():
+                for m in self.post:
+                    m.post_step()
+        return loss, (out.detach().argmax(1) == y).sum()
 
 
 fit.__doc__ = _fit.__doc__
