@@ -199,6 +199,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from the weights of this checkpoint of the same model, with a "
                         "fresh optimizer and schedule (fine-tuning)")
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="knowledge distillation: also learn this trained model's soft labels "
+                        "(a checkpoint taking the same images, e.g. a float twin)")
+    p.add_argument("--distill", type=float, default=None, metavar="A",
+                   help="with --teacher: weight of the soft-label term, loss = (1-A) CE + "
+                        "A T^2 KL (default 0.5; 1 = soft labels only)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="with --teacher: softmax temperature of both models' logits (default 4)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint (torch) or of a model file "
@@ -247,7 +255,8 @@ def _train(args: argparse.Namespace) -> int:
                  val_size=args.val_size, overwrite=args.overwrite, model_args=args.model_arg,
                  model_kwargs={"bits": args.bits} if args.bits is not None else None,
                  input_size=args.input_size, dsd=args.dsd, augment=args.augment,
-                 init=args.init)
+                 init=args.init, teacher=args.teacher, distill=args.distill,
+                 temperature=args.temperature)
 
 
 def _eval(args: argparse.Namespace) -> int:

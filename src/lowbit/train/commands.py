@@ -144,7 +144,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
           val_size: int | None = None, overwrite: bool = False, progress: bool = True,
           model_kwargs: dict | None = None, model_args=(),
           input_size: tuple[int, int, int] | None = None, dsd: str | None = None,
-          augment: str | None = None, init: str | None = None) -> int:
+          augment: str | None = None, init: str | None = None, teacher: str | None = None,
+          distill: float | None = None, temperature: float | None = None) -> int:
     """Train ``model`` (a registry name or ``package.module:function``) on the training split
     minus ``val_size`` validation images (default min(5000, 10%)), report the test accuracy,
     and write ``OUT/checkpoint.pt``, ``OUT/history.json``, ``OUT/result.json``.
@@ -152,12 +153,15 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
     (already typed, e.g. ``{"bits": "1,2,6"}``) are checked against it too.  ``input_size``
     (C, H, W): default the data's; image folders are resized to it.  ``dsd``: a sparsity (or
     layer spec) for Dense-Sparse-Dense training (``lowbit.train.dsdtrain``).  ``augment``
-    (``"flip,shift=2"``) and ``init`` (a checkpoint to fine-tune from): see ``fit``."""
+    (``"flip,shift=2"``), ``init`` (a checkpoint to fine-tune from) and ``teacher`` /
+    ``distill`` / ``temperature`` (knowledge distillation): see ``fit``."""
     from lowbit.cliargs import check_out_dir
     check_out_dir(out)
     parse_augment(augment)                    # a bad spec fails before any data is read
     if init is not None and not Path(init).is_file():
         raise FileNotFoundError(f"--init {init}: no such checkpoint")
+    if teacher is not None and not Path(teacher).is_file():
+        raise FileNotFoundError(f"--teacher {teacher}: no such checkpoint")
     kwargs = builder_kwargs(model, model_args, model_kwargs)
     if threads:
         torch.set_num_threads(threads)
@@ -190,7 +194,8 @@ def train(model: str, data: str | None, epochs: int | None, out: str, resume: bo
                  batch_size=batch_size, seed=seed, device=device, out_dir=out, resume=resume,
                  overwrite=overwrite, progress=progress, kwargs=kwargs, name=model,
                  on_epoch_end=sched.on_epoch_end if sched is not None else None,
-                 augment=augment, init=init if saved is None else None, **settings)
+                 augment=augment, init=init if saved is None else None, teacher=teacher,
+                 distill=distill, temperature=temperature, **settings)
     if sched is not None:
         detach(result.model)
     wall = time.perf_counter() - t0

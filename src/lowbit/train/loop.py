@@ -41,6 +41,7 @@ from .augment import Augment
 from .checkpoint import (build_model, load_checkpoint, model_spec, save_checkpoint,
                          set_rng_state)
 from .dataset import ImageSet, check_arrays
+from .distill import Teacher
 from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
 
 __all__ = ["DEFAULTS", "CHECKPOINT", "FitResult", "fit", "evaluate", "resolve_device",
@@ -192,6 +193,8 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         loss_fn: Callable = F.cross_entropy,
         on_epoch_end: Callable[[dict], None] | None = None, sync_bn: bool = False,
         augment: str | None = None, init: str | Path | None = None,
+        teacher: str | Path | None = None, distill: float | None = None,
+        temperature: float | None = None,
         _ctx: distributed.Context = distributed.Context(), **settings: Any) -> FitResult:
     """Train ``model`` on ``train = (images, labels)``, checking ``val`` after every epoch.
 
@@ -206,7 +209,9 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     epoch's checkpoint is written.  Extra ``settings`` (momentum, lr_step, ...) join the config.
     ``augment``: ``"flip,shift=2"`` etc. (``lowbit.train.augment``).  ``init``: a checkpoint
     of the same model whose weights (and normalisation) the run starts from, with a fresh
-    optimizer and schedule (fine-tuning); ignored when resuming.
+    optimizer and schedule (fine-tuning); ignored when resuming.  ``teacher``: a checkpoint
+    whose logits the student also learns from (knowledge distillation, ``lowbit.train.distill``;
+    ``distill`` the soft term's weight, default 0.5, ``temperature`` default 4).
 
     Started by torchrun with several ranks (``WORLD_SIZE > 1``), ``fit`` trains data-parallel
     (DistributedDataParallel; ``batch_size`` stays the global batch, rank 0 alone writes and
@@ -229,6 +234,7 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     explicit = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size,
                                       optimizer=optimizer, schedule=schedule,
                                       weight_decay=weight_decay, seed=seed, augment=augment,
+                                      **_distill_config(teacher, distill, temperature),
                                       **settings).items()
                 if v is not None}
     train_x, train_y = check_arrays(*train, what="train images")
@@ -285,7 +291,11 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         set_rng_state(ckpt["rng"])
         if progress:
             print(f"resuming {ckpt_path} after epoch {start}/{config['epochs']}", file=sys.stderr)
-    run = _Epochs(net, model, train_set, opt, sched, config, loss_fn, _ctx, progress)
+    tutor = None
+    if config.get("teacher"):
+        tutor = Teacher(config["teacher"], norm, tuple(train_x.shape[1:]),
+                        config["distill"], config["temperature"], dev)
+    run = _Epochs(net, model, train_set, opt, sched, config, loss_fn, _ctx, progress, tutor)
 
     for epoch in range(start, run.total):
         t0 = time.perf_counter()
@@ -309,6 +319,17 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         if on_epoch_end is not None:
             on_epoch_end(rec)
     return FitResult(model, history, config, norm, ckpt_path)
+
+
+def _distill_config(teacher, distill, temperature) -> dict:
+    """The config entries of a distillation run (none without a teacher)."""
+    if teacher is None:
+        if distill is not None or temperature is not None:
+            raise ValueError("distill / temperature: they weigh a teacher's soft labels; "
+                             "give the teacher checkpoint too (--teacher)")
+        return {}
+    return {"teacher": str(teacher), "distill": 0.5 if distill is None else float(distill),
+            "temperature": 4.0 if temperature is None else float(temperature)}
 
 
 def _open_checkpoint(ckpt_path: Path | None, resume: bool, overwrite: bool, progress: bool,
@@ -355,8 +376,10 @@ class _Epochs:
     """One training epoch at a time: batches in the seeded order, augmentation, the step and
     the layers' ``post_step`` (clipping), this rank's share when distributed."""
 
-    def __init__(self, net, model, train_set, opt, sched, config, loss_fn, ctx, progress):
+    def __init__(self, net, model, train_set, opt, sched, config, loss_fn, ctx, progress,
+                 teacher: Teacher | None = None):
         self.net, self.model, self.data, self.opt, self.sched = net, model, train_set, opt, sched
+        self.teacher = teacher
         self.loss_fn, self.ctx, self.progress = loss_fn, ctx, progress
         self.bs, self.seed = int(config["batch_size"]), int(config["seed"])
         self.total = int(config["epochs"])
@@ -407,7 +430,8 @@ class _Epochs:
         if self.aug:
             x = self.aug(x)
         out = self.net(x)
-        loss = self.loss_fn(out, y)
+        loss = (self.loss_fn(out, y) if self.teacher is None
+                else self.teacher.loss(x, out, y, self.loss_fn))
         self.opt.zero_grad(set_to_none=True)
         (loss * weight if weight != 1.0 else loss).backward()
         self.opt.step()

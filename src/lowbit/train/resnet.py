@@ -62,6 +62,8 @@ __all__ = ["BiRealBlock", "BiRealNet", "bireal_resnet", "bireal_plain", "parse_b
            "trace", "LeafTracer"]
 
 # Adam + per-step cosine to 0, no weight decay (latent binary weights are clipped instead).
+CONVS = ("binary", "float")
+
 _DEFAULTS = dict(epochs=14, lr=2e-3, optimizer="adam", schedule="cosine", batch_size=128,
                  weight_decay=0.0)
 
@@ -94,14 +96,19 @@ class BiRealBlock(nn.Module):
     ``cin -> cout`` and the shortcut is AvgPool2d(2) -> float 1x1 conv -> BN."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1, shortcut: bool = True,
-                 act: str = "none", bn: str = "batch"):
+                 act: str = "none", bn: str = "batch", conv: str = "binary"):
         super().__init__()
         bn2d = make_bn(bn)[1]
         if stride not in (1, 2):
             raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
         if stride == 1 and cin != cout:
             raise ValueError("a stride-1 block keeps its channels")
-        self.conv = binary_conv3x3(cin, cout, stride)
+        if conv not in CONVS:
+            raise ValueError(f"conv: expected one of {', '.join(CONVS)}, got {conv!r}")
+        # the float twin's nonlinearity is a ReLU where the binary block has its sign
+        self.pre = nn.ReLU() if conv == "float" else None
+        self.conv = (binary_conv3x3(cin, cout, stride) if conv == "binary" else
+                     nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False))
         self.bn = bn2d(cout)
         self.shortcut = bool(shortcut)
         self.downsample = None
@@ -115,7 +122,7 @@ class BiRealBlock(nn.Module):
         self.act = nn.PReLU(cout, init=0.25) if act == "prelu" else None
 
     def forward(self, x):
-        out = self.bn(self.conv(x))
+        out = self.bn(self.conv(x if self.pre is None else self.pre(x)))
         # build-time settings, not data: fx sees a fixed graph
         if self.shortcut:
             out = out + (self.downsample(x) if self.downsample is not None else x)
@@ -133,7 +140,7 @@ class BiRealNet(nn.Module):
 
     def __init__(self, width: int = 48, blocks=(2, 2, 2), in_channels: int = 1,
                  num_classes: int = 10, shortcut: bool = True, head: str = "relu",
-                 act: str = "none", bn: str = "batch"):
+                 act: str = "none", bn: str = "batch", conv: str = "binary"):
         super().__init__()
         bn2d = make_bn(bn)[1]
         blocks = parse_blocks(blocks)
@@ -151,7 +158,7 @@ class BiRealNet(nn.Module):
                 down = s > 0 and b == 0
                 cout = c * 2 if down else c
                 layers.append((f"s{s + 1}b{b + 1}",
-                               BiRealBlock(c, cout, 2 if down else 1, shortcut, act, bn)))
+                               BiRealBlock(c, cout, 2 if down else 1, shortcut, act, bn, conv)))
                 c = cout
         self.blocks = nn.Sequential(OrderedDict(layers))
         self.relu = nn.ReLU() if head == "relu" else None
@@ -169,14 +176,16 @@ class BiRealNet(nn.Module):
 @register("bireal-resnet", **_DEFAULTS)
 def bireal_resnet(width: int = 48, blocks="2,2,2", in_channels: int = 1, num_classes: int = 10,
                   shortcut: bool = True, head: str = "relu", act: str = "none",
-                  bn: str = "batch") -> nn.Module:
+                  bn: str = "batch", conv: str = "binary") -> nn.Module:
     """Bi-Real-Net-style binary ResNet (Liu et al. 2018): float stem conv+BN, then blocks
     y = BN(BinConv3x3(sign(x))) + x with a real shortcut around every binary conv; stride-2
     blocks double the channels with an AvgPool2d(2) -> float 1x1 conv -> BN shortcut; global
     average pool and a float linear.  ``width`` (48), ``blocks`` per stage ("2,2,2"),
     ``in_channels`` (1; 3 for RGB 3x32x32), ``shortcut=False`` = the plain chain;
-    ``bn="shift"``: shift-based BatchNorm everywhere (lowbit.train.sbn)."""
-    return BiRealNet(width, blocks, in_channels, num_classes, shortcut, head, act, bn)
+    ``bn="shift"``: shift-based BatchNorm everywhere (lowbit.train.sbn); ``conv="float"``: the
+    float twin (ReLU -> float 3x3 conv where the binary block has sign -> binary conv), e.g. a
+    distillation teacher (``lowbit train --teacher``)."""
+    return BiRealNet(width, blocks, in_channels, num_classes, shortcut, head, act, bn, conv)
 
 
 @register("bireal-plain", **_DEFAULTS)
