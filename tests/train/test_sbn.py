@@ -18,7 +18,7 @@ from lowbit.runtime.graph import Runtime
 from lowbit.train.checkpoint import build_model
 from lowbit.train.export import build_graph, export_model
 from lowbit.train.sbn import (EXPORT_EPS, ShiftBatchNorm, ShiftBatchNorm1d, ShiftBatchNorm2d,
-                              ap2, make_bn)
+                              ap2, make_bn, make_output_bn)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from test_export import NORM, torch_accumulators  # noqa: E402
@@ -125,6 +125,10 @@ def test_recipes_bn_switch_and_defaults_unchanged():
         shift.load_state_dict(plain.state_dict())
     with pytest.raises(ValueError, match="bn: expected"):
         make_bn("group")
+    with pytest.raises(ValueError, match="shift-hidden"):
+        make_output_bn("group")
+    assert make_output_bn("shift") is ShiftBatchNorm1d
+    assert make_output_bn("batch") is make_output_bn("shift-hidden") is nn.BatchNorm1d
 
 
 def randomize_sbn(model, seed=1):
@@ -233,3 +237,93 @@ def test_tracers_see_the_same_inference():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, x)
         assert torch.equal(traced(x), model(x))
+
+
+HIDDEN = [("bnn-lenet5", {}, "bn4"), ("bnn-mlp", dict(hidden=64), "bn4"),
+          ("bnn-vgg-small", dict(width=0.25), "bn8")]
+
+
+@pytest.mark.parametrize("name,kwargs,out_bn", HIDDEN, ids=[h[0] for h in HIDDEN])
+def test_shift_hidden_is_sbn_before_signs_and_bn_on_the_logits(name, kwargs, out_bn):
+    """bn="shift-hidden": every BN that a sign follows (the next quantized layer's input
+    quantizer) is a ShiftBatchNorm, the output BN on the logits an ordinary BatchNorm1d;
+    the state-dict keys are those of bn="batch" / "shift"."""
+    torch.manual_seed(0)
+    model = build_model(name, bn="shift-hidden", **kwargs)
+    names = list(model._modules)
+    bns = [n for n, m in model.named_children() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns[-1] == out_bn == names[-1]
+    out = getattr(model, out_bn)
+    assert type(out) is nn.BatchNorm1d and out.num_features == 10
+    for n in bns[:-1]:
+        assert isinstance(getattr(model, n), ShiftBatchNorm), n
+        nxt = next(getattr(model, k) for k in names[names.index(n) + 1:]
+                   if hasattr(getattr(model, k), "input_quantizer"))
+        assert nxt.input_quantizer is not None           # a sign follows
+    shift = build_model(name, bn="shift", **kwargs)
+    assert isinstance(getattr(shift, out_bn), ShiftBatchNorm)    # "shift" stays the paper's
+    assert list(model.state_dict()) == list(shift.state_dict())
+    model.load_state_dict(shift.state_dict())
+
+
+def test_shift_hidden_without_an_output_bn_is_shift():
+    """Bi-Real ends in a float linear (no output BN): "shift-hidden" builds the "shift" net."""
+    torch.manual_seed(0)
+    a = build_model("bireal-resnet", width=8, blocks="1,1", bn="shift-hidden")
+    torch.manual_seed(0)
+    b = build_model("bireal-resnet", width=8, blocks="1,1", bn="shift")
+    assert [type(m) for m in a.modules()] == [type(m) for m in b.modules()]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+
+
+def _train_briefly(model, steps=5, seed=0):
+    """A few Adam steps on random images / labels in training mode (batch statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(32, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (32,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+
+
+HIDDEN_EXPORT = [("bnn-lenet5", {}, {"conv2", "fc1"}),
+                 ("bnn-lenet5", dict(first_layer="bitplane"), {"conv1", "conv2", "fc1"}),
+                 ("bnn-mlp", dict(hidden=96), {"fc2", "fc3"})]
+
+
+@pytest.mark.parametrize("name,kwargs,bitwise", HIDDEN_EXPORT,
+                         ids=[f"{c[0]}-{c[1]}" for c in HIDDEN_EXPORT])
+@pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
+def test_shift_hidden_export_is_exact(name, kwargs, bitwise, trained, tmp_path):
+    """bn="shift-hidden" exports and runs like the others: runtime logits = torch's (1e-5),
+    same argmax, identical integer accumulators; the hidden SBNs fold into thresholds and
+    only the first float layer's BN and the output BN stay batchnorm ops."""
+    torch.manual_seed(0)
+    model = build_model(name, bn="shift-hidden", **kwargs)
+    if trained:
+        _train_briefly(model)
+    else:
+        randomize_sbn(model)
+        g = torch.Generator().manual_seed(2)
+        out = model.bn4
+        with torch.no_grad():
+            out.weight.copy_(torch.randn(10, generator=g))
+            out.bias.copy_(torch.randn(10, generator=g))
+            out.running_mean.copy_(torch.randn(10, generator=g) * 3)
+            out.running_var.copy_(torch.rand(10, generator=g) * 20 + 0.5)
+    model.eval()
+    path = tmp_path / "m.lbm"
+    export_model(model, path, NORM)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    imgs[0] = 0
+    rt = check_exact(model, path, imgs, bitwise)
+    ops = [op["op"] for op in rt.ops]
+    assert ops.count("batchnorm") == (1 if kwargs.get("first_layer") == "bitplane" else 2)
+    assert all(op["out"] == "bits" for op in rt.ops
+               if op["op"] in ("qconv2d", "qdense") and op["name"] in bitwise)

@@ -26,8 +26,10 @@ dorefa-lenet5 bits="W,A,G"        conv1 float, bn1, pool1, conv2 (W-bit w, A-bit
                                   bn2, pool2, flatten, fc1 (W, A), grad3, bn3, fc2 float (A in)
 bnn-vgg-small                     conv1 float 64@3x3; bin 64, pool; bin 128, bin 128, pool;
                                   bin 256, bin 256, pool (7->3); fc1 bin 2304-512; fc2 512-10
-BNN recipes and the Bi-Real ResNets take ``bn="batch"`` (default) or ``bn="shift"``:
-shift-based BatchNorm (BNN paper, Algorithm 3; :mod:`lowbit.train.sbn`) in every BN position.
+BNN recipes and the Bi-Real ResNets take ``bn="batch"`` (default), ``bn="shift"``: shift-based
+BatchNorm (BNN paper, Algorithm 3; :mod:`lowbit.train.sbn`) in every BN position, or
+``bn="shift-hidden"``: SBN in every BN followed by a sign, an ordinary BatchNorm on the output
+logits (bnn-mlp's / bnn-lenet5's bn4, bnn-vgg-small's bn8; Bi-Real has no output BN).
 "XNOR" = ``xnor_sign`` input (K scaling) + ``bwn`` weights; "bin" = ``ste_sign`` input and
 weights (latent weights clipped to [-1, 1]); binary-input convs pad with -1.
 """
@@ -40,7 +42,7 @@ from torch import nn
 from . import quantizers as Q
 from .layers import QuantConv2d, QuantLinear
 from .registry import register
-from .sbn import make_bn
+from .sbn import make_bn, make_output_bn
 
 __all__ = ["bnn_mlp", "bnn_lenet5", "xnor_lenet5", "bwn_lenet5", "twn_lenet5", "dorefa_lenet5",
            "bnn_vgg_small", "parse_bits"]
@@ -69,7 +71,8 @@ def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
             activation: str = "ste_sign", num_classes: int = 10, bn: str = "batch") -> nn.Module:
     """BNN MLP (Hubara et al. 2016, the MNIST net scaled to 3x1024): binary hidden layers, BN
     after every layer, sign activations; first layer float (or 8-bit bit-plane), last float.
-    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn) everywhere;
+    ``bn="shift-hidden"``: SBN except an ordinary BN on the output logits."""
     bn1d, _ = make_bn(bn)
     mods = OrderedDict(flatten=nn.Flatten())
     mods["fc1"] = _first(first_layer, lambda: QuantLinear(784, hidden, bias=False),
@@ -82,7 +85,7 @@ def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
         mods[f"bn{k}"] = bn1d(hidden)
     k = layers + 1
     mods[f"fc{k}"] = QuantLinear(hidden, num_classes, bias=False, input_quantizer=_act(activation))
-    mods[f"bn{k}"] = bn1d(num_classes)
+    mods[f"bn{k}"] = make_output_bn(bn)(num_classes)
     return nn.Sequential(mods)
 
 
@@ -90,7 +93,8 @@ def bnn_mlp(hidden: int = 1024, layers: int = 3, first_layer: str = "float",
 def bnn_lenet5(width: float = 1.0, first_layer: str = "float", activation: str = "ste_sign",
                num_classes: int = 10, bn: str = "batch") -> nn.Module:
     """BNN LeNet-5 (Caffe shape, channels x ``width``): conv -> pool -> BN -> sign blocks.
-    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn) everywhere;
+    ``bn="shift-hidden"``: SBN except an ordinary BN on the output logits."""
     bn1d, bn2d = make_bn(bn)
     c1, c2, f1 = round(20 * width), round(50 * width), round(500 * width)
     conv1 = _first(first_layer, lambda: QuantConv2d(1, c1, 5, bias=False),
@@ -105,7 +109,7 @@ def bnn_lenet5(width: float = 1.0, first_layer: str = "float", activation: str =
                             weight_quantizer="ste_sign")),
         ("bn3", bn1d(f1)),
         ("fc2", QuantLinear(f1, num_classes, bias=False, input_quantizer=_act(activation))),
-        ("bn4", bn1d(num_classes)),
+        ("bn4", make_output_bn(bn)(num_classes)),
     ]))
 
 
@@ -209,7 +213,8 @@ def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: i
     """Binary VGG-small for 28x28 (BNN): 64-64-pool-128-128-pool-256-256-pool (3x3 convs,
     padding 1 -- binary convs pad with -1), fc 2304-512 binary, fc 512-10 float weights; each
     conv -> [pool] -> BN -> sign.  Conv-heavy (~0.12 GMAC per image): the speed-work model.
-    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn)."""
+    ``bn="shift"``: shift-based BatchNorm (Algorithm 3, lowbit.train.sbn) everywhere;
+    ``bn="shift-hidden"``: SBN except an ordinary BN on the output logits."""
     bn1d, bn2d = make_bn(bn)
     c = [round(v * width) for v in (64, 64, 128, 128, 256, 256)]
     f1 = round(512 * width)
@@ -229,5 +234,5 @@ def bnn_vgg_small(width: float = 1.0, first_layer: str = "float", num_classes: i
                               weight_quantizer="ste_sign")
     mods["bn7"] = bn1d(f1)
     mods["fc2"] = QuantLinear(f1, num_classes, bias=False, input_quantizer="ste_sign")
-    mods["bn8"] = bn1d(num_classes)
+    mods["bn8"] = make_output_bn(bn)(num_classes)
     return nn.Sequential(mods)

@@ -29,7 +29,11 @@ op, so the runtime computes the same float32 values, and the sign(BN) fold of
 
 ``ShiftBatchNorm1d`` / ``ShiftBatchNorm2d`` have the state-dict keys of torch's BatchNorm
 (weight, bias, running_mean, running_var, num_batches_tracked).  ``make_bn(kind)`` is the
-recipes' ``bn=`` switch: ``"batch"`` (torch BatchNorm, the default) or ``"shift"``.
+recipes' ``bn=`` switch: ``"batch"`` (torch BatchNorm, the default), ``"shift"`` (SBN in every
+BN position, the paper's) or ``"shift-hidden"`` (SBN in every hidden BN -- those followed by a
+sign -- and an ordinary BatchNorm on the output logits, whose scale is then a float multiply,
+``num_classes`` of them per image; first and last layers at higher precision, as usual).
+``make_output_bn(kind)`` is the factory of that output BN.
 """
 from __future__ import annotations
 
@@ -41,10 +45,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["ap2", "ap2_ste", "ShiftBatchNorm", "ShiftBatchNorm1d", "ShiftBatchNorm2d",
-           "make_bn", "BN_KINDS", "EXPORT_EPS"]
+           "make_bn", "make_output_bn", "BN_KINDS", "EXPORT_EPS"]
 
 EXPORT_EPS = 2.0 ** -10          # the inference BN's eps; its var is 1 - EXPORT_EPS (exact)
-BN_KINDS = ("batch", "shift")
+BN_KINDS = ("batch", "shift", "shift-hidden")
 SQRT_HALF = 0.7071067811865476   # float64 sqrt(1/2): no float32 lies between it and the real one
 
 
@@ -153,10 +157,20 @@ class ShiftBatchNorm2d(ShiftBatchNorm):
 
 
 def make_bn(kind: str) -> tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]:
-    """``(bn1d, bn2d)`` factories of a recipe's ``bn=`` argument: ``"batch"`` (torch
-    BatchNorm1d / 2d) or ``"shift"`` (ShiftBatchNorm1d / 2d)."""
+    """``(bn1d, bn2d)`` factories of the hidden BNs for a recipe's ``bn=`` argument:
+    ``"batch"`` (torch BatchNorm1d / 2d), ``"shift"`` or ``"shift-hidden"``
+    (ShiftBatchNorm1d / 2d).  A net without an output BN (Bi-Real: a float linear head) builds
+    the same model for ``"shift"`` and ``"shift-hidden"``."""
     if kind == "batch":
         return nn.BatchNorm1d, nn.BatchNorm2d
-    if kind == "shift":
+    if kind in ("shift", "shift-hidden"):
         return ShiftBatchNorm1d, ShiftBatchNorm2d
     raise ValueError(f"bn: expected one of {', '.join(BN_KINDS)}, got {kind!r}")
+
+
+def make_output_bn(kind: str) -> Callable[[int], nn.Module]:
+    """Factory of the BN on the output logits (not followed by a sign): ShiftBatchNorm1d for
+    ``"shift"`` (the paper: SBN everywhere), torch BatchNorm1d for ``"batch"`` and
+    ``"shift-hidden"`` (y = gamma * (x - mean) / sqrt(var + eps) + beta, float scale)."""
+    bn1d, _ = make_bn(kind)
+    return bn1d if kind == "shift" else nn.BatchNorm1d
