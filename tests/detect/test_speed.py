@@ -84,7 +84,7 @@ def test_clamp():
 
 def test_accelerating_track_lags_by_half_window_plus_smoothing():
     window, tau, a, v0 = 1.0, 0.3, 3.0, 5.0
-    est = SpeedEstimator(window=window, smoothing=tau)
+    est = SpeedEstimator(window=window, smoothing=tau, max_window=window)
     t = _times(180, drop=0.0)
     for ti in t:
         r = est.update(1, ti, (v0 * ti + a * ti ** 2 / 2, 0.0))
@@ -96,7 +96,7 @@ def test_accelerating_track_lags_by_half_window_plus_smoothing():
 
 
 def test_gap_restarts_smoothing_and_prune():
-    est = SpeedEstimator(window=0.5, min_span=0.2, smoothing=1.0)
+    est = SpeedEstimator(window=0.5, min_span=0.2, smoothing=1.0, max_window=0.5)
     for i in range(15):
         est.update(1, i / 30, (2 * i / 30, 0))
     after = [est.update(1, 3 + i / 30, (20 + 8 * i / 30, 0)) for i in range(15)][-1]
@@ -107,7 +107,7 @@ def test_gap_restarts_smoothing_and_prune():
 
 def test_arguments_checked():
     for kw in [dict(window=0), dict(min_points=2), dict(min_span=2.0), dict(max_speed=0),
-               dict(smoothing=-1)]:
+               dict(smoothing=-1), dict(window=1.0, max_window=0.5), dict(precision=0)]:
         with pytest.raises(ValueError):
             SpeedEstimator(**kw)
     with pytest.raises(ValueError):
@@ -115,9 +115,35 @@ def test_arguments_checked():
 
 
 def test_a_missing_position_keeps_the_last_estimate_for_one_window():
-    est = SpeedEstimator(window=0.5, min_span=0.2)
+    est = SpeedEstimator(window=0.5, min_span=0.2, max_window=0.5)
     last = [est.update(1, i / 30, (3 * i / 30, 0)) for i in range(15)][-1]
     assert last.speed == pytest.approx(3.0)
     assert est.update(1, 15 / 30, None) is last                   # e.g. a box cut by the edge
     assert est.update(1, 16 / 30, (np.inf, 0)) is last
     assert est.update(1, 14 / 30 + 0.6, None) is None             # too old
+
+
+def test_window_grows_for_a_noisy_far_track_and_stays_short_when_accelerating():
+    """Far object: 0.4 m of ground noise at 2 m/s -> the error of a 0.5 s fit is far above
+    3 %, so the window grows and the estimate is much closer than the fixed short window's.
+    Accelerating, noise-free object: the 0.5 s fit is already precise, so it keeps the short
+    window and lags about 0.25 + smoothing s instead of the 1 s window's 0.5 + smoothing."""
+    rng = np.random.default_rng(5)
+    t = _times(240, drop=0.0)
+    ground = np.c_[2.0 * t, np.full_like(t, 20.0)] + rng.normal(0, 0.4, (len(t), 2))
+    adaptive, fixed = SpeedEstimator(), SpeedEstimator(max_window=0.5)
+    a = [adaptive.update(1, ti, g) for ti, g in zip(t, ground)]
+    f = [fixed.update(1, ti, g) for ti, g in zip(t, ground)]
+    late = [(x, y) for ti, x, y in zip(t, a, f) if ti > 4.0]
+    err_a = np.mean([abs(x.speed - 2.0) for x, _ in late])
+    err_f = np.mean([abs(y.speed - 2.0) for _, y in late])
+    assert err_a < 0.1 * 2.0 and err_a < err_f / 3
+    assert min(x.span for x, _ in late) > 1.5 and max(y.span for _, y in late) <= 0.5
+
+    acc, v0, tau = 3.0, 5.0, 0.3
+    est = SpeedEstimator(smoothing=tau)
+    for ti in t:
+        r = est.update(1, ti, (v0 * ti + acc * ti ** 2 / 2, 0.0))
+        if ti > 2.5:
+            assert r.span <= 0.5
+            assert r.speed == pytest.approx(v0 + acc * (ti - 0.25 - tau), abs=0.2)

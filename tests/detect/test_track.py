@@ -103,3 +103,31 @@ def test_time_must_not_go_backwards_and_arguments_checked():
         Tracker(frame_rate=0)
     with pytest.raises(ValueError):
         Tracker(track_thresh=0.2, low_thresh=0.3)
+
+
+def _bounce(n=40, meet=20):
+    """Objects of class 0 and 1 approach along one line (1.5 px per frame), meet at frame
+    ``meet`` (the same box) and turn back: motion alone says they passed through each other;
+    the IoU of the wrong pairing beats the right one's by less than the class penalty."""
+    for f in range(n):
+        d = 1.5 * abs(f - meet)
+        boxes = np.array([_box(200 - d, 200), _box(200 + d, 200)])
+        yield f / 30, Detections(boxes, np.full(2, 0.9), np.array([0, 1])), [0, 1]
+
+
+def _ids_per_class(tracker):
+    seen = {}
+    for t, dets, _ in _bounce():
+        out = tracker.update(dets, t)
+        for c, tid in zip(out.class_id, out.tracker_id):
+            seen.setdefault(int(c), set()).add(int(tid))
+    return seen
+
+
+def test_class_penalty_gives_crossing_boxes_back_to_their_own_class():
+    plain = _ids_per_class(Tracker(frame_rate=30, class_penalty=0.0))
+    assert plain == {0: {1, 2}, 1: {1, 2}}                          # motion swaps them
+    kept = _ids_per_class(Tracker(frame_rate=30))                   # default penalty 0.15
+    assert kept == {0: {1}, 1: {2}}
+    with pytest.raises(ValueError, match="class_penalty"):
+        Tracker(class_penalty=-0.1)

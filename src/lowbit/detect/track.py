@@ -122,12 +122,16 @@ class _Track:
         return max(self.class_votes, key=self.class_votes.get)
 
 
-def _assign(cost: np.ndarray, thresh: float) -> list[tuple[int, int]]:
-    """Minimum-cost one-to-one pairs of ``cost`` (rows x cols), pairs above ``thresh`` refused."""
+def _assign(cost: np.ndarray, thresh: float,
+            extra: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Minimum-cost one-to-one pairs of ``cost`` (rows x cols), pairs above ``thresh`` refused.
+    ``extra`` (same shape) is added to the cost the assignment minimises, but not to the one
+    the threshold gates: it decides between admissible pairs, it never refuses one."""
     if cost.size == 0:
         return []
     big = thresh + 1e6
-    rows, cols = linear_sum_assignment(np.where(cost > thresh, big, cost))
+    ranked = cost if extra is None else cost + extra
+    rows, cols = linear_sum_assignment(np.where(cost > thresh, big, ranked))
     return [(r, c) for r, c in zip(rows, cols) if cost[r, c] <= thresh]
 
 
@@ -137,11 +141,16 @@ class Tracker:
 
     ``frame_rate`` is the nominal rate: it converts ``lost_buffer`` (frames) to seconds and,
     when ``update`` gets no time, gives the time step.  ``match_thresh`` is the largest
-    ``1 - IoU * score`` accepted in the first association stage."""
+    ``1 - IoU * score`` accepted in the first association stage.  ``class_aware``: a track
+    only takes boxes of its (majority) class.  ``class_penalty``: otherwise, a box of another
+    class costs this much more in the assignment, so when two objects cross the boxes go back
+    to the tracks of their own class; the gate stays the plain IoU cost, so a class that
+    flickers for a frame does not lose its track."""
 
     def __init__(self, frame_rate: float = 30.0, track_thresh: float = 0.5,
                  match_thresh: float = 0.8, lost_buffer: int = 30, low_thresh: float = 0.1,
-                 new_track_thresh: float | None = None, class_aware: bool = False):
+                 new_track_thresh: float | None = None, class_aware: bool = False,
+                 class_penalty: float = 0.15):
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
         if not 0 <= low_thresh <= track_thresh <= 1:
@@ -149,6 +158,8 @@ class Tracker:
                              f"{low_thresh}, {track_thresh}")
         if lost_buffer < 0:
             raise ValueError(f"lost_buffer must be >= 0, got {lost_buffer}")
+        if not class_penalty >= 0:
+            raise ValueError(f"class_penalty must be >= 0, got {class_penalty}")
         self.frame_rate = float(frame_rate)
         self.track_thresh = float(track_thresh)
         self.match_thresh = float(match_thresh)
@@ -157,6 +168,7 @@ class Tracker:
         self.new_track_thresh = (min(track_thresh + 0.1, 1.0) if new_track_thresh is None
                                  else float(new_track_thresh))
         self.class_aware = class_aware
+        self.class_penalty = float(class_penalty)
         self.reset()
 
     def reset(self) -> None:
@@ -173,9 +185,17 @@ class Tracker:
             sim = sim * dets.confidence[None, :]
         cost = 1.0 - sim
         if self.class_aware:
-            same = np.array([tr.class_id for tr in tracks])[:, None] == dets.class_id[None, :]
-            cost = np.where(same, cost, np.inf)
+            cost = np.where(self._same_class(tracks, dets), cost, np.inf)
         return cost
+
+    @staticmethod
+    def _same_class(tracks: list[_Track], dets: Detections) -> np.ndarray:
+        return np.array([tr.class_id for tr in tracks])[:, None] == dets.class_id[None, :]
+
+    def _penalty(self, tracks: list[_Track], dets: Detections) -> np.ndarray | None:
+        if not self.class_penalty or self.class_aware or not tracks or not len(dets):
+            return None
+        return np.where(self._same_class(tracks, dets), 0.0, self.class_penalty)
 
     def _step(self, t: float | None) -> float:
         """Advance the clock to ``t``; the elapsed time in (nominal) frames."""
@@ -204,7 +224,8 @@ class Tracker:
         out: list[tuple[int, int]] = []          # (detection index, track id)
 
         def match(tracks, idx, thresh, fuse):
-            pairs = _assign(self._cost(tracks, detections[idx], fuse), thresh)
+            dets = detections[idx]
+            pairs = _assign(self._cost(tracks, dets, fuse), thresh, self._penalty(tracks, dets))
             for r, c in pairs:
                 d = idx[c]
                 tracks[r].hit(detections.xyxy[d], detections.class_id[d], t)
