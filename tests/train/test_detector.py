@@ -136,12 +136,18 @@ def _same_detections(a, b):
         np.testing.assert_allclose(x.confidence, y.confidence, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backbone,shape", [
-    ("bnn", (1, 120, 160)), ("bnn", (3, 128, 128)), ("xnor", (1, 64, 96)),
-    ("twn", (3, 64, 64)), ("dorefa:1,2,32", (1, 64, 64)), ("float", (3, 64, 96))])
-def test_model_file_runs_as_torch(backbone, shape, tmp_path):
+FPN = dict(stride=4, fpn=True, stem_pool=True, blocks=[1, 2], head="quant")
+
+
+@pytest.mark.parametrize("backbone,shape,kw", [
+    ("bnn", (1, 120, 160), {}), ("bnn", (3, 128, 128), {}), ("xnor", (1, 64, 96), {}),
+    ("twn", (3, 64, 64), {}), ("dorefa:1,2,32", (1, 64, 64), {}), ("float", (3, 64, 96), {}),
+    ("bnn", (1, 120, 160), FPN), ("float", (1, 64, 96), FPN)],
+    ids=["bnn", "bnn-rgb", "xnor", "twn", "dorefa", "float", "bnn-fpn", "float-fpn"])
+def test_model_file_runs_as_torch(backbone, shape, kw, tmp_path):
     torch.manual_seed(0)
-    model = build_detector(backbone, in_channels=shape[0], num_classes=2, width=8)
+    model = build_detector(backbone, in_channels=shape[0], num_classes=2, width=8, **kw)
+    stride = model.stride
     randomize_bn(model)
     with torch.no_grad():     # scores around 0.5 (peaks above the threshold), varying a lot
         model.head.heatmap.bias.normal_(0.0, 0.5)
@@ -165,13 +171,13 @@ def test_model_file_runs_as_torch(backbone, shape, tmp_path):
         np.testing.assert_array_equal(a, acc[name].astype(np.int64), err_msg=name)
     maps = [out[n] for n in rt.outputs]
     hm_rt, hm_ref = _untied(maps[0], ref[0])
-    mine = decode(hm_ref, *ref[1:], stride=8)
+    mine = decode(hm_ref, *ref[1:], stride=stride)
     assert sum(len(d) for d in mine) > 20
-    _same_detections(decode(hm_rt, *maps[1:], stride=8), mine)
+    _same_detections(decode(hm_rt, *maps[1:], stride=stride), mine)
     det = Detector(tmp_path / "d.lbm")
-    rt_dets = decode(*maps, stride=8)
+    rt_dets = decode(*maps, stride=stride)
     _same_detections(det(images), rt_dets)
-    assert det.classes == ["square", "disc"] and det.stride == 8
+    assert det.classes == ["square", "disc"] and det.stride == stride
     single = det(np.ascontiguousarray(images[2].transpose(1, 2, 0)))        # (H, W, C)
     _same_detections(single, rt_dets[2:3])
     assert list(single[0].data["class_name"]) == [det.classes[c] for c in single[0].class_id]
@@ -355,6 +361,30 @@ def test_stem_pool_and_blocks_per_stage():
     assert m(torch.zeros(1, 1, 16, 16))[0].shape == (1, 1, 4, 4)
 
 
+def test_fpn_head_sees_the_fine_grid_and_the_upsampled_coarse_one():
+    m = build_detector("bnn", num_classes=3, width=8, **FPN)
+    assert [n for n, _ in m.stages.named_children()] == ["s2b1"]          # stride 4
+    assert [n for n, _ in m.coarse.named_children()] == ["s3down", "s3b1", "s3b2"]   # 8
+    assert m.head.conv.in_channels == 8 + 16 and m.head.conv.out_channels == 16
+    assert m.stride == 4 and m.lowbit_spec["kwargs"]["fpn"] is True
+    hm, size, off = m(torch.zeros(2, 1, 48, 64))
+    assert hm.shape == (2, 3, 12, 16) and size.shape == off.shape == (2, 2, 12, 16)
+    m.eval()                   # the head's input: fine features, then each coarse cell twice
+    seen = {}
+    m.head.conv.register_forward_pre_hook(lambda mod, a: seen.setdefault("x", a[0]))
+    x = torch.randn(1, 1, 48, 64)
+    with torch.no_grad():
+        m(x)
+        fine = m.stages(m.stem(x))
+        coarse = m.coarse(fine)
+    assert torch.equal(seen["x"][:, :8], fine)
+    assert torch.equal(seen["x"][:, 8:, ::2, ::2], coarse)
+    assert torch.equal(seen["x"][:, 8:, 1::2, 1::2], coarse)
+    assert not build_detector(width=8).lowbit_spec["kwargs"]["fpn"]
+    with pytest.raises(ValueError, match="fpn"):
+        build_detector(width=8, stride=16, fpn=True)
+
+
 class Killed(Exception):
     pass
 
@@ -438,6 +468,10 @@ def test_train_command_writes_checkpoint_history_and_model_file(tmp_path, monkey
     assert "'backbone'" in capsys.readouterr().err
     assert train_command("data", **{**kw, "epochs": 0}) == 2
     assert train_command("data", **{**kw, "stride": 5}) == 2
+    fpn = tmp_path / "fpn"
+    assert train_command("data", **{**kw, "out": fpn, "stride": 4, "fpn": True}) == 0
+    det = Detector(fpn / "detector.lbm")
+    assert det.stride == 4 and det.runtime.meta["model"]["kwargs"]["fpn"] is True
 
 
 def _write_yolo(root: Path, split: str, data) -> None:

@@ -114,6 +114,9 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
                         "(e.g. 1,3)")
     p.add_argument("--stem-pool", action=argparse.BooleanOptionalAction, default=None,
                    help="max-pool after the stem conv (stages start at stride 4)")
+    p.add_argument("--fpn", action=argparse.BooleanOptionalAction, default=None,
+                   help="one more stage at 2 x stride, upsampled and concatenated back for "
+                        "the head (FPN-lite: head at --stride with the coarser context)")
     p.add_argument("--head", choices=["float", "quant"], default=None,
                    help="the head's 3x3 conv: float or the backbone's quantization")
     p.add_argument("--head-channels", type=int, default=None,
@@ -190,7 +193,8 @@ def _train(a: argparse.Namespace) -> int:
     return train_command(a.data, a.model, a.out, a.epochs, a.batch_size, a.lr, a.width,
                          a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
                          flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
-                         head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool)
+                         head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
+                         fpn=a.fpn)
 
 
 def _eval(a: argparse.Namespace) -> int:

@@ -453,7 +453,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   flip: bool | None = None, shift: float | None = None,
                   scale: float | None = None, photometric: float | None = None,
                   head: str | None = None, head_channels: int | None = None,
-                  stem_pool: bool | None = None, progress: bool = True) -> int:
+                  stem_pool: bool | None = None, fpn: bool | None = None,
+                  progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
     ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
     ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
@@ -482,7 +483,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
         train, val = load_data(data)
         args = {k: v for k, v in dict(width=width, stride=stride, blocks=blocks, head=head,
                                       head_channels=head_channels,
-                                      stem_pool=stem_pool).items() if v is not None}
+                                      stem_pool=stem_pool, fpn=fpn).items() if v is not None}
         if not (resume and (out_dir / CHECKPOINT).exists()):     # a new run
             args = {**MODEL_DEFAULTS, **args}
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,

@@ -19,6 +19,9 @@ width``::
     block     y = BN(QConv3x3(a(x))) + x                                    (Bi-Real style)
     down      y = BN(QConv3x3_s2(a(x))) + BN(Conv1x1(AvgPool2d(2)(x)))      (float shortcut)
     head      Conv2d(C, h, 3, pad 1) -> BN -> ReLU, then three float 1x1 convs (with bias)
+    fpn       (``fpn=True``) the stages reach 2 x ``stride``; their last output is upsampled
+              x2 (nearest) and concatenated with the features at ``stride`` (FPN-lite: the
+              head sees the fine grid and the coarse context), so C = c_s + c_2s
 
 ``QConv`` is a :class:`~lowbit.train.layers.QuantConv2d` with the quantizers of the scheme
 ``backbone`` (:func:`lowbit.train.convert.quantize`: ``bnn`` = sign inputs and weights,
@@ -30,10 +33,10 @@ binarised.  ``stem="quant"`` / ``head="quant"`` quantize the stem conv / the hea
 too (stem: weights only, its input is the image); the 1x1 output convs, the shortcut convs and
 the input stay float (BiDet and every binary detector keep the ends at higher precision).
 
-Any input whose height and width are divisible by ``stride`` works (160x120, 128x128,
+Any input whose height and width are divisible by ``stride`` (2 x ``stride`` with ``fpn``) works (160x120, 128x128,
 320x240 for stride 8; gray or RGB): every halving then sees an even size, so the AvgPool2d(2)
 shortcut and the stride-2 conv agree.  Only fx-exportable modules occur (Conv2d, QuantConv2d,
-BatchNorm2d, AvgPool2d, ReLU, Hardtanh, ``+``), so ``lowbit.train.export.export_model`` writes
+BatchNorm2d, AvgPool2d, ReLU, Hardtanh, ``+``; Upsample and ``torch.cat`` with ``fpn``), so ``lowbit.train.export.export_model`` writes
 the three outputs in this order.  ``heatmap`` bias starts at -log((1 - 0.1) / 0.1) = -2.19
 (CenterNet's prior: every cell starts at p = 0.1).
 """
@@ -42,6 +45,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 from .convert import quantize
@@ -112,7 +116,7 @@ class DetectorNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, width: int, stride: int,
                  blocks, head_channels: int, binary_stem_act: bool, preact: bool,
-                 stem_pool: bool = False):
+                 stem_pool: bool = False, fpn: bool = False):
         super().__init__()
         c = width
         stem = [("conv", nn.Conv2d(in_channels, c, 3, 2, 1, bias=False))]
@@ -123,18 +127,29 @@ class DetectorNet(nn.Module):
             ("act", nn.Hardtanh() if binary_stem_act else nn.ReLU())]))
         stages: list[tuple[str, nn.Module]] = []
         first = 2 if stem_pool else 1                 # the stem's own halvings
-        for k, s in enumerate(range(first - 1, int(math.log2(stride)))):   # s = 0 at stride 2
+        top = int(math.log2(stride)) + (1 if fpn else 0)
+        for k, s in enumerate(range(first - 1, top)):   # s = 0 at stride 2
             if k > 0:
                 stages.append((f"s{s + 1}down", Block(c, 2 * c, 2, preact)))
                 c *= 2
             for b in range(blocks[k]):
                 stages.append((f"s{s + 1}b{b + 1}", Block(c, c, 1, preact)))
+        self.up = self.coarse = None
+        if fpn:                                       # the last stage runs on the coarse grid
+            cut = next(i for i, (n, _) in enumerate(stages) if n == f"s{top}down")
+            stages, coarse = stages[:cut], stages[cut:]
+            self.coarse = nn.Sequential(OrderedDict(coarse))
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            c += c // 2                               # concat: c_s + c_2s channels
         self.stages = nn.Sequential(OrderedDict(stages))
         self.head = Head(c, head_channels, num_classes)
         self.stride, self.num_classes = int(stride), int(num_classes)
 
     def forward(self, x):
-        return self.head(self.stages(self.stem(x)))
+        x = self.stages(self.stem(x))
+        if self.coarse is not None:
+            x = torch.cat([x, self.up(self.coarse(x))], 1)
+        return self.head(x)
 
 
 def _parse_blocks(blocks, stages: int):
@@ -157,7 +172,8 @@ def _parse_blocks(blocks, stages: int):
 
 def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int = 1,
                    width: int = 16, stride: int = 8, head: str = "float", stem: str = "float",
-                   blocks=1, head_channels: int = 0, stem_pool: bool = False) -> nn.Module:
+                   blocks=1, head_channels: int = 0, stem_pool: bool = False,
+                   fpn: bool = False) -> nn.Module:
     """The detector of the module docstring.  ``backbone``: ``bnn`` | ``xnor`` | ``bwn`` |
     ``twn`` | ``dorefa:W,A,G`` | ``float``; ``width`` 8..64 (16-32 for the embedded default);
     ``stride`` 4, 8 or 16; ``blocks`` stride-1 blocks per stage (an int for every stage, or
@@ -171,11 +187,14 @@ def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int
     if int(stride) not in STRIDES:
         raise ValueError(f"stride: expected one of {STRIDES}, got {stride!r}")
     stem_pool = bool(stem_pool)
-    stages = int(math.log2(int(stride))) - (1 if stem_pool else 0)     # >= 1: stride >= 4
+    fpn = bool(fpn)
+    if fpn and int(stride) == max(STRIDES):
+        raise ValueError(f"stride: fpn needs a stride below {max(STRIDES)}, got {stride!r}")
+    stages = int(math.log2(int(stride))) - (1 if stem_pool else 0) + (1 if fpn else 0)
     spec_blocks, counts = _parse_blocks(blocks, stages)
     args = dict(backbone=b, in_channels=int(in_channels), num_classes=int(num_classes),
                 width=int(width), stride=int(stride), head=head, stem=stem, blocks=spec_blocks,
-                head_channels=int(head_channels), stem_pool=stem_pool)
+                head_channels=int(head_channels), stem_pool=stem_pool, fpn=fpn)
     for key in ("in_channels", "num_classes", "width"):
         if args[key] < 1:
             raise ValueError(f"{key}: expected a positive integer, got {args[key]}")
@@ -188,7 +207,7 @@ def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int
     model = DetectorNet(args["in_channels"], args["num_classes"], args["width"], args["stride"],
                         counts, args["head_channels"] or last,
                         binary_stem_act=b not in _FLOAT_INPUT, preact=b in _FLOAT_INPUT,
-                        stem_pool=stem_pool)
+                        stem_pool=stem_pool, fpn=fpn)
     if b != "float":
         skip = ["head.heatmap", "head.size", "head.offset"]
         skip += [n for n, m in model.named_modules() if n.endswith(".down.conv")]
