@@ -86,7 +86,7 @@
 namespace lowbit {
 
 enum class XKind { kBinary = 0, kTernary = 1, kPlanesBinary = 2, kPlanesPlanes = 3, kTernaryMasked = 4 };
-enum class StageKind { kInt32 = 0, kBits = 1, kFloat = 2 };
+enum class StageKind { kInt32 = 0, kBits = 1, kFloat = 2, kRows = 3 };
 
 struct ConvShape {
   int64_t n, h, w, planes, cw;  // input (n, h, w, planes, cw) words
@@ -117,6 +117,11 @@ struct OutStage {
   // flip as bits, one word per 64 channels.
   const int32_t* lt = nullptr;
   const uint64_t* notflip = nullptr;
+  // kRows: rows(ctx, pixel, oc0, n, acc) gets the int32 accumulators of channels
+  // oc0 .. oc0+n-1 of one output pixel while they are in cache (the graph executor's fused
+  // float stage, qlayer.h); kBinary / kTernary / kTernaryMasked layers only.
+  void (*rows)(void* ctx, int64_t pixel, int64_t oc0, int64_t n, const int32_t* acc) = nullptr;
+  void* ctx = nullptr;
 };
 
 namespace bconv_detail {
@@ -135,6 +140,9 @@ inline int64_t op_columns(const XOp& op) {
 inline void stage_row(const OutStage& st, int64_t OC, int64_t row, int64_t oc0, int64_t n,
                       const int32_t* acc) {
   switch (st.kind) {
+    case StageKind::kRows:
+      st.rows(st.ctx, row, oc0, n, acc);
+      return;
     case StageKind::kInt32:
       std::memcpy(static_cast<int32_t*>(st.out) + row * OC + oc0, acc, static_cast<size_t>(n) * 4);
       return;
@@ -289,7 +297,54 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
   // field, tap-major; out-of-image taps are 0.  Rows come in runs of consecutive indices:
   // one division per run, then the position is stepped.
   const int64_t cw = s.cw, seg = s.kw * cw;  // words per kernel row
-  auto gather = [&](int64_t r, int64_t nrows, int64_t k0, int64_t kn, uint64_t* dst) {
+#if !defined(LOWBIT_LEAN)
+  // Whole-K panels of ±1 rows straight into pack_a_words' layout (panel[w * mr + i] = word w
+  // of row r + i, rows nrows .. mr-1 zero): no row-major copy and transpose per panel (the
+  // gather + pack cost more than the XOR-popcounts on the detector's 32 / 64-channel convs).
+  const int64_t taps_w = s.kh * seg;
+  auto gather_panel = [&](int64_t r, int64_t nrows, int mr, uint64_t* panel) {
+    int64_t ow = r % s.ow, oh = (r / s.ow) % s.oh, n = r / (s.ow * s.oh);
+    for (int64_t i = 0; i < nrows; ++i) {
+      const int64_t ih0 = oh * s.sh - s.ph, iw0 = ow * s.sw - s.pw;
+      uint64_t* d = panel + i;
+      if (ih0 >= 0 && ih0 + s.kh <= s.h && iw0 >= 0 && iw0 + s.kw <= s.w) {  // interior
+        const uint64_t* src = x + ((n * s.h + ih0) * s.w + iw0) * cw;
+        for (int64_t kh = 0; kh < s.kh; ++kh, src += s.w * cw, d += seg * mr)
+          for (int64_t j = 0; j < seg; ++j) d[j * mr] = src[j];
+      } else {
+        for (int64_t kh = 0; kh < s.kh; ++kh) {
+          const int64_t ih = ih0 + kh;
+          for (int64_t kw = 0; kw < s.kw; ++kw) {
+            const int64_t iw = iw0 + kw;
+            if (ih >= 0 && ih < s.h && iw >= 0 && iw < s.w) {
+              const uint64_t* src = x + ((n * s.h + ih) * s.w + iw) * cw;
+              for (int64_t j = 0; j < cw; ++j, d += mr) *d = src[j];
+            } else {
+              for (int64_t j = 0; j < cw; ++j, d += mr) *d = 0;
+            }
+          }
+        }
+      }
+      if (++ow == s.ow) {
+        ow = 0;
+        if (++oh == s.oh) { oh = 0; ++n; }
+      }
+    }
+    for (int64_t i = nrows; i < mr; ++i)
+      for (int64_t w = 0; w < taps_w; ++w) panel[w * mr + i] = 0;
+  };
+  const bool panels = planes == 1 && kern.pack_a == &pack_a_words;
+#endif
+  auto gather = [&](int64_t r, int64_t nrows, int64_t k0, int64_t kn, uint64_t* dst, uint64_t* panel,
+                    int mr) -> bool {
+#if !defined(LOWBIT_LEAN)
+    if (panel && panels && k0 == 0 && kn == s.kh * seg) {
+      gather_panel(r, nrows, mr, panel);
+      return true;
+    }
+#else
+    (void)panel; (void)mr;
+#endif
     int64_t pix = r / planes, plane = r % planes;
     int64_t ow = pix % s.ow, oh = (pix / s.ow) % s.oh, n = pix / (s.ow * s.oh);
     const int64_t k1 = k0 + kn;
@@ -343,6 +398,7 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
         }
       }
     }
+    return false;
   };
 
   const int64_t OC = op.oc;

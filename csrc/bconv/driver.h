@@ -243,8 +243,10 @@ inline Plan make_plan(const XKernel& kern, int64_t M, int64_t N, int64_t W, int 
 
 }  // namespace bconv_detail
 
-// gather(row, nrows, k0, kn, dst): for i < nrows, dst[i*kn .. i*kn+kn) = words k0 .. k0+kn-1
-// of row `row + i` (consecutive rows, so a gather can step through them without divisions).
+// gather(row, nrows, k0, kn, dst, panel, MR): for i < nrows, dst[i*kn .. i*kn+kn) = words
+// k0 .. k0+kn-1 of row `row + i` (consecutive rows, so a gather can step through them without
+// divisions), returning false; or, when it can, the packed A panel itself written to `panel`
+// (rows nrows .. MR-1 zero), returning true.
 // finish(row0, nrows, col0, ncols, counts, ldc): counts[i * ldc + j] = popcount of row
 // row0 + i against column col0 + j (raw XOR counts, complete over K); called once per item.
 // N >= 1, M >= 1, W >= 1.  bpacked from pack_weights(kern, ...).
@@ -283,7 +285,7 @@ void xgemm(const bconv_detail::XKernel& kern, int64_t M, int64_t N, int64_t W,
         const int64_t apw = kn * kern.a_bytes_per_word / 8;  // words per packed A panel
         for (int64_t p = 0; p < panels; ++p) {
           const int64_t valid = std::min<int64_t>(MR, nrows - p * MR);
-          gather(row0 + p * MR, valid, k0, kn, rowbuf);
+          if (gather(row0 + p * MR, valid, k0, kn, rowbuf, apack + p * apw, MR)) continue;
           if (valid < MR)
             std::memset(rowbuf + valid * kn, 0, static_cast<size_t>((MR - valid) * kn) * 8);
           kern.pack_a(rowbuf, kn, MR, apack + p * apw);

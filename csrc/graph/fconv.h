@@ -77,6 +77,7 @@ class FConvOp : public Op {
     out.c = oc_;
     prog_ = read_program(sp, oc_);
     if (program_uses_kfac(prog_) != xnor_) sp.fail("K factor step without xnor (or the reverse)");
+    if (rows_supported(prog_)) rows_ = find_step_rows(sp.s("path", "portable"));
     gemm_ = find_fgemm(sp.s("path", "portable"));
     if (!gemm_) sp.fail("no float GEMM for path '" + sp.s("path") + "'");
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
@@ -237,7 +238,9 @@ class FConvOp : public Op {
           }
           gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
         }
-        if (!prog_.empty())
+        if (!prog_.empty() && rows_)
+          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, C, nr, oc_, 0, nullptr, C);
+        else if (!prog_.empty())
           run_program_rows(prog_, C, nr, oc_, r0, kfac);
         if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
       }
@@ -340,6 +343,7 @@ class FConvOp : public Op {
   const float* B_;
   Operand operand_;
   std::vector<Step> prog_;
+  StepRowsFn rows_ = nullptr;  // the program's row kernel (float_rows.h), when it has one
   fgemm_detail::GemmFn gemm_;
   std::unique_ptr<RowBits> bits_;
   CopyRunsFn copy_ = nullptr;  // runs of kw*c floats, when that is 1..16

@@ -17,6 +17,7 @@
 #include "bitpack/threshold.h"
 #include "bitpack/unpack.h"
 #include "common/threads.h"
+#include "graph/float_rows.h"
 #include "graph/spec.h"
 
 namespace lowbit {
@@ -215,12 +216,17 @@ class EwOp : public Op {
     out = only_input(sp, vals, false);
     prog_ = read_program(sp, out.c);
     if (program_uses_kfac(prog_)) sp.fail("K factor step outside a layer");
+    if (rows_supported(prog_)) rows_ = find_step_rows(sp.s("path", "portable"));
   }
   void run(Ctx& c) override {
     const int64_t rows = c.n * out.h * out.w, C = out.c;
     const float* x = static_cast<const float*>(c.in[0]);
     float* y = static_cast<float*>(c.out);
     parallel_for(rows, threads_for(c.threads, rows * C, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
+      if (rows_) {
+        rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, x + r0 * C, r1 - r0, C, 0, nullptr, y + r0 * C);
+        return;
+      }
       if (y != x) std::memcpy(y + r0 * C, x + r0 * C, static_cast<size_t>((r1 - r0) * C) * 4);
       for (int64_t r = r0; r < r1; ++r) run_program(prog_, y + r * C, C, r, nullptr);
     });
@@ -228,6 +234,7 @@ class EwOp : public Op {
 
  private:
   std::vector<Step> prog_;
+  StepRowsFn rows_ = nullptr;
 };
 
 // ---- float -> bits: sign (x >= 0) or a per-channel float threshold (RowBits) -------------

@@ -11,6 +11,7 @@
 #include "bconv/maxpool.h"
 #include "common/threads.h"
 #include "graph/float_ops.h"
+#include "graph/float_rows.h"
 #include "graph/spec.h"
 
 namespace lowbit {
@@ -80,7 +81,9 @@ LOWBIT_TARGET_AVX2 inline void maxpool_row_avx2(const float* x, int64_t ps, int6
 }
 #endif
 
-// Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).
+// Max pooling (no padding): float max, or OR of packed ±1 bits (bconv/maxpool.h).  A float
+// max pool may carry the output program of the elementwise ops that alone read it (a stem's
+// BatchNorm + hardtanh), run on each output row while it is in cache.
 class MaxPoolOp : public Op {
  public:
   MaxPoolOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
@@ -101,6 +104,19 @@ class MaxPoolOp : public Op {
     if (sp.s("path") == "avx512") row_ = &maxpool_row_avx512;
     if (sp.s("path") == "avx2") row_ = &maxpool_row_avx2;
 #endif
+    prog_ = read_program(sp, out.c);
+    if (!prog_.empty() && in_.bits) sp.fail("an output program needs a float max pool");
+    if (program_uses_kfac(prog_)) sp.fail("K factor step outside a layer");
+    if (rows_supported(prog_)) rows_ = find_step_rows(sp.s("path", "portable"));
+  }
+  // the program on one output row y[0 .. out.w * C)
+  void program_row(float* y, int64_t C) const {
+    if (prog_.empty()) return;
+    if (rows_) {
+      rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, y, out.w, C, 0, nullptr, y);
+      return;
+    }
+    for (int64_t ox = 0; ox < out.w; ++ox) run_program(prog_, y + ox * C, C, 0, nullptr);
   }
   void run(Ctx& c) override {
     if (in_.bits && !flipw_.empty()) {  // OR of (bits ^ flip), then ^ flip: AND where flipped
@@ -136,6 +152,7 @@ class MaxPoolOp : public Op {
         const int64_t b = r / out.h, oy = r % out.h;
         if (row_) {
           row_(x + (b * in_.h + oy * sh_) * in_.w * C, sw_ * C, out.w, in_.w * C, C, kh_, kw_, C, y + r * out.w * C);
+          program_row(y + r * out.w * C, C);
           continue;
         }
         for (int64_t ox = 0; ox < out.w; ++ox) {
@@ -150,6 +167,7 @@ class MaxPoolOp : public Op {
               }
             }
         }
+        program_row(y + r * out.w * C, C);
       }
     });
   }
@@ -159,6 +177,8 @@ class MaxPoolOp : public Op {
   int64_t kh_, kw_, sh_, sw_;
   std::vector<uint64_t> flipw_;
   FloatPoolRowFn row_ = nullptr;  // avx2 / avx512 float max (null: portable loops)
+  std::vector<Step> prog_;        // fused output program (float pools)
+  StepRowsFn rows_ = nullptr;     // its row kernel (null: run_program)
 };
 
 // torch AvgPool2d: window sum over the zero-padded input / window size (count_include_pad)
@@ -257,12 +277,18 @@ class JoinOp : public Op {
       if (x.h != out.h || x.w != out.w || (!concat_ && x.c != out.c)) sp.fail("input shapes differ");
       if (concat_) out.c += x.c;
     }
+    if (!concat_ && ins_.size() == 2) rows_ = find_step_rows(sp.s("path", "portable"));
   }
   void run(Ctx& c) override {
     float* y = static_cast<float*>(c.out);
     const int64_t rows = c.n * out.h * out.w, C = out.c;
     parallel_for(rows, threads_for(c.threads, rows * C * static_cast<int64_t>(ins_.size()), int64_t{1} << 16),
                  [&](int64_t r0, int64_t r1) {
+      if (rows_) {  // x0 + x1: the row kernel with no steps and x1 as the residual
+        rows_(nullptr, 0, nullptr, static_cast<const float*>(c.in[0]) + r0 * C, r1 - r0, C, 0,
+              static_cast<const float*>(c.in[1]) + r0 * C, y + r0 * C);
+        return;
+      }
       for (int64_t r = r0; r < r1; ++r) {
         float* o = y + r * C;
         if (concat_) {
@@ -288,6 +314,7 @@ class JoinOp : public Op {
  private:
   bool concat_;
   std::vector<Value> ins_;
+  StepRowsFn rows_ = nullptr;  // two-input add
 };
 
 }  // namespace graph

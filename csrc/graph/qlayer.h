@@ -6,6 +6,11 @@
 // (y = ((acc * sw) * sx) * K + bias, then whatever elementwise ops were fused after it).
 // Semantics: lowbit.runtime.ops.QLayer (the Python executor, the living spec).
 //
+// A float output may end with a fused residual add (attribute residual = 1, the second input:
+// y = program(acc) + r, JoinOp's sum).  Without an accumulator record, the float stage runs
+// inside the bitwise driver's finish on each pixel's accumulators while they are in cache
+// (StageKind::kRows), through the row kernels of float_rows.h.
+//
 // A dense layer is a conv with h = w = kh = kw = 1 on a (1, 1, F) value; a "spatial" dense
 // (binary dense fed by flattened bits) is a conv whose kernel is its whole input.
 #pragma once
@@ -21,6 +26,7 @@
 #include "bitpack/bitpack.h"
 #include "common/target.h"
 #include "graph/float_ops.h"
+#include "graph/float_rows.h"
 #include "graph/spec.h"
 
 namespace lowbit {
@@ -31,7 +37,8 @@ enum class QSource : int { kBits = 0, kSign = 1, kXnor = 2, kLevelsU8 = 3, kLeve
 class QLayerOp : public Op {
  public:
   QLayerOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
-    if (sp.inputs.size() != 1) sp.fail("expected one input");
+    residual_ = sp.i("residual", 0) != 0;
+    if (sp.inputs.size() != (residual_ ? 2u : 1u)) sp.fail(residual_ ? "expected two inputs" : "expected one input");
     in_ = vals.at(static_cast<size_t>(sp.inputs[0]));
     src_ = static_cast<QSource>(sp.i("source"));
     if (sp.i("source") < 0 || sp.i("source") > 4) sp.fail("bad input source");
@@ -49,6 +56,14 @@ class QLayerOp : public Op {
     geometry(sp);
     weights(sp, path);
     stage(sp);
+    if (residual_) {
+      const Value& r = vals.at(static_cast<size_t>(sp.inputs[1]));
+      if (bits_out_ || r.bits || r.h != out.h || r.w != out.w || r.c != out.c)
+        sp.fail("the residual must be a float value of the output's shape (float output only)");
+    }
+    rows_ = find_step_rows(path);
+    rows_ok_ = !bits_out_ && rows_supported(prog_);
+    if (src_ == QSource::kSign) sign_rows_ = find_sign_rows(path);
     if (src_ == QSource::kSign || src_ == QSource::kXnor) {
       pack_ = bitpack_detail::find_pack<float>(path);
     } else if (planar_) {
@@ -76,6 +91,17 @@ class QLayerOp : public Op {
     s.n = c.n;
     const int64_t rows = c.n * out_h_ * out_w_, oc = op_.oc;
     int32_t* acc = static_cast<int32_t*>(c.tmp[3]);
+    const float* res = residual_ ? static_cast<const float*>(c.in[1]) : nullptr;
+    if (!bits_out_ && !c.record && rows_ok_ && kind_ != XKind::kPlanesPlanes) {
+      // the float stage (+ residual) in the driver's finish, per pixel (kRows)
+      RowsCtx ctx{this, static_cast<float*>(c.out), res};
+      OutStage st;
+      st.kind = StageKind::kRows;
+      st.rows = &QLayerOp::rows_stage;
+      st.ctx = &ctx;
+      xconv2d(*kern_, xw, s, packed_, op_, st, c.threads);
+      return;
+    }
     if (c.record) {
       record_.resize(static_cast<size_t>(rows * oc));
       accumulate(c, xw, s, record_.data());
@@ -87,11 +113,18 @@ class QLayerOp : public Op {
       const float* kfac = src_ == QSource::kXnor ? static_cast<float*>(c.tmp[2]) + c.n * in_.h * in_.w : nullptr;
       float* y = static_cast<float*>(c.out);
       parallel_for(rows, threads_for(c.threads, rows * oc, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
+        if (rows_ok_) {
+          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), acc + r0 * oc, nullptr, r1 - r0, oc, 0,
+                res ? res + r0 * oc : nullptr, y + r0 * oc);
+          return;
+        }
         for (int64_t r = r0; r < r1; ++r) {
           float* o = y + r * oc;
           const int32_t* a = acc + r * oc;
           for (int64_t j = 0; j < oc; ++j) o[j] = static_cast<float>(a[j]);
           run_program(prog_, o, oc, r, kfac);
+          if (res)
+            for (int64_t j = 0; j < oc; ++j) o[j] = o[j] + res[r * oc + j];
         }
       });
       return;
@@ -110,6 +143,20 @@ class QLayerOp : public Op {
   const std::vector<int32_t>* recorded() const override { return &record_; }
 
  private:
+  struct RowsCtx {
+    const QLayerOp* op;
+    float* y;
+    const float* res;
+  };
+  // kRows stage: channels oc0 .. oc0+n-1 of output pixel `pix`
+  static void rows_stage(void* p, int64_t pix, int64_t oc0, int64_t n, const int32_t* acc) {
+    const RowsCtx& c = *static_cast<const RowsCtx*>(p);
+    const QLayerOp& q = *c.op;
+    const int64_t at = pix * q.op_.oc + oc0;
+    q.rows_(q.prog_.data(), static_cast<int64_t>(q.prog_.size()), acc, nullptr, 1, n, oc0,
+            c.res ? c.res + at : nullptr, c.y + at);
+  }
+
   void geometry(const OpSpec& sp) {
     ConvShape& s = shape_;
     s.kh = sp.i("kh"); s.kw = sp.i("kw"); s.sh = sp.i("sh"); s.sw = sp.i("sw");
@@ -195,6 +242,10 @@ class QLayerOp : public Op {
     }
     if (!planar_) {
       parallel_for(pix, threads_for(c.threads, pix * C, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
+        if (sign_rows_) {  // signs of whole blocks of rows (float_rows.h)
+          sign_rows_(x + r0 * C, r1 - r0, C, w + r0 * shape_.cw);
+          return;
+        }
         for (int64_t r = r0; r < r1; ++r) pack_(x + r * C, C, w + r * shape_.cw);
       });
       return w;
@@ -258,7 +309,9 @@ class QLayerOp : public Op {
   Value in_;
   QSource src_;
   XKind kind_;
-  bool planar_ = false, bits_out_ = false, pool_ = false;
+  bool planar_ = false, bits_out_ = false, pool_ = false, residual_ = false, rows_ok_ = false;
+  StepRowsFn rows_ = nullptr;
+  SignRowsFn sign_rows_ = nullptr;
   const bconv_detail::XKernel* kern_ = nullptr;
   ConvShape shape_{};
   XOp op_{}, ones_{};

@@ -486,3 +486,54 @@ def test_lane_conv_word_edges(oc, tmp_path, monkeypatch):
     for kpath in PATHS:
         gemm = Runtime(path, kernel=kpath, executor="native").logits(x, normalized=True)
         _close(gemm, ref.reshape(len(x), -1), f"{kpath}: im2col + GEMM vs torch")
+
+
+@pytest.mark.parametrize("oc", [1, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_detector_stem_and_residual_blocks_word_edges(oc, tmp_path):
+    """The detector's stages at word-edge channel counts (csrc/graph/float_rows.h, third
+    executor round): a float conv -> max pool -> BatchNorm -> hardtanh (BN + hardtanh run in
+    the pool's output stage), binary convs whose float BatchNorm (+ residual add, fused into
+    the layer's output stage, also a ternary one and a stride-2 one with an average-pool
+    shortcut) runs on each pixel's accumulators, signs of float rows packed by the row
+    kernel, a plain add and elementwise ops; == Python == torch on every path at 1 and 2
+    threads in poison mode (portable = the reference twins), accumulators identical."""
+    from torch import nn
+    from lowbit.train.layers import QuantConv2d
+
+    def q(i, o, stride=1, w="ste_sign"):
+        return QuantConv2d(i, o, 3, stride=stride, padding=1, bias=False, input_quantizer="ste_sign",
+                           weight_quantizer=w)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, oc, 3, stride=2, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.bn0 = nn.BatchNorm2d(oc)
+            self.b1, self.bn1 = q(oc, oc), nn.BatchNorm2d(oc)
+            self.b2, self.bn2 = q(oc, oc, w="ternary"), nn.BatchNorm2d(oc)
+            self.down, self.bnd = q(oc, oc + 1, stride=2), nn.BatchNorm2d(oc + 1)
+            self.short, self.bns = nn.Conv2d(oc, oc + 1, 1, bias=False), nn.BatchNorm2d(oc + 1)
+            self.head, self.bnh = q(oc + 1, 5), nn.BatchNorm2d(5)
+
+        def forward(self, x):
+            x = nn.functional.hardtanh(self.bn0(self.pool(self.stem(x))))
+            x = self.bn1(self.b1(x)) + x
+            x = x + self.bn2(self.b2(x))
+            x = self.bnd(self.down(x)) + self.bns(self.short(nn.functional.avg_pool2d(x, 2)))
+            return torch.relu(self.bnh(self.head(x)))
+
+    torch.manual_seed(oc)
+    model = Net()
+    randomize_bn(model)
+    model.eval()
+    size = [(16, 24), (24, 16), (24, 32)][oc % 3]
+    x = np.random.default_rng(oc).standard_normal((3, 3) + size).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    acc = torch_accumulators(model, torch.from_numpy(x))
+    rn = _check(path, [ref], acc, x, True, bitwise=set(acc))
+    fused = {rn.ops[j]["op"] for j in rn.native.fused}
+    assert {"batchnorm", "hardtanh", "add"} <= fused, fused

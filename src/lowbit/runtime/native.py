@@ -235,7 +235,7 @@ class NativeGraph:
             steps = self._steps(i, op)
             x = self._float(ins[0], i)
             end = self._fuse(i, steps)
-            return self._set(end, self._add("ew", i, [x], self._program(steps)))
+            return self._set(end, self._add("ew", i, [x], dict(self._program(steps), path=self.path)))
         if kind == "sign":
             vid = self.ids[ins[0]]
             if self._dims(vid)[0]:
@@ -256,7 +256,12 @@ class NativeGraph:
             vid = self.ids[ins[0]]
             if ins[0] in self.flat_alias:
                 vid = self._float(ins[0], i)
-            return self._set(out, self._add("maxpool", i, [vid], dict(kh=kh, kw=kw, sh=sh, sw=sw, path=self.path)))
+            attrs, end = dict(kh=kh, kw=kw, sh=sh, sw=sw, path=self.path), out
+            if not self._dims(vid)[0]:   # a float pool runs the elementwise ops that alone read it
+                steps: list = []
+                end = self._fuse(i, steps)
+                attrs.update(self._program(steps))
+            return self._set(end, self._add("maxpool", i, [vid], attrs))
         if kind in ("avgpool2d", "global_avgpool"):
             x = self._float(ins[0], i)
             if kind == "global_avgpool":
@@ -271,7 +276,7 @@ class NativeGraph:
             return self._set(out, self._add("upsample", i, [self._float(ins[0], i)], dict(fh=sh, fw=sw)))
         if kind in ("add", "concat"):
             xs = [self._float(v, i) for v in ins]
-            return self._set(out, self._add(kind, i, xs, {}))
+            return self._set(out, self._add(kind, i, xs, {"path": self.path}))
         raise NotNative(f"graph op {i} ({kind}) has no native implementation")
 
     def _qlayer_float(self, i: int, op: dict, layer) -> None:
@@ -351,17 +356,43 @@ class NativeGraph:
             if p is not None:
                 (kh, kw), (sh, sw) = p["kernel"], p.get("stride") or p["kernel"]
                 attrs.update({"pool": 1, "pool.kh": kh, "pool.kw": kw, "pool.sh": sh, "pool.sw": sw})
-        else:
+        inputs = [vid]
+        if layer.out != "bits":
             attrs["bits_out"] = 0
             self._float_stage(layer, steps)
             end = self._fuse(i, steps)
             attrs.update(self._program(steps))
-        out = self._add("qlayer", i, [vid], attrs)
+            res = self._residual(end, layer)
+            if res is not None:     # program(acc) + r in the layer's output stage
+                j, rid = res
+                attrs["residual"] = 1
+                inputs.append(rid)
+                self.fused[j] = i
+                end = self.rt.ops[j]["outputs"][0]
+        out = self._add("qlayer", i, inputs, attrs)
         _, ih, iw, _ = self._dims(vid)
         oh = (ih + 2 * attrs["ph"] - attrs["kh"]) // attrs["sh"] + 1
         ow = (iw + 2 * attrs["pw"] - attrs["kw"]) // attrs["sw"] + 1
         self.records[len(self.labels) - 1] = (layer.name, (oh, ow, pw.oc), layer.conv)
         self._set(end, out)
+
+    def _residual(self, end: str, layer):
+        """(add op j, native id of its other input) when ``end`` is read only by a two-input
+        add whose other input is a float value of the same shape that already exists: the
+        layer adds it in its output stage (x + r, JoinOp's sum, exactly)."""
+        j = self._sole_reader(end)
+        if j is None or not layer.conv or self.rt.ops[j]["op"] != "add":
+            return None
+        ins = self.rt.ops[j]["inputs"]
+        if len(ins) != 2 or ins[0] == ins[1]:
+            return None
+        other = ins[1] if ins[0] == end else ins[0]
+        if other not in self.ids or other in self.flat_alias or other in self.rt._flat:
+            return None
+        rid = self.ids[other]
+        if self._dims(rid)[0] or tuple(self.rt.shapes[other]) != tuple(self.rt.shapes[end]):
+            return None
+        return j, rid
 
     def _spatial(self, vid: int) -> bool:
         _, h, w, _ = self._dims(vid)
