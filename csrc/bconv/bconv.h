@@ -121,6 +121,10 @@ struct OutStage {
   // oc0 .. oc0+n-1 of one output pixel while they are in cache (the graph executor's fused
   // float stage, qlayer.h); kBinary / kTernary / kTernaryMasked layers only.
   void (*rows)(void* ctx, int64_t pixel, int64_t oc0, int64_t n, const int32_t* acc) = nullptr;
+  // kRows, optional: a kBinary layer without padding corrections hands over whole blocks of
+  // XOR counts instead, block(ctx, row0, nrows, oc0, n, counts, ldc, K): acc = (K - c) - c.
+  void (*block)(void* ctx, int64_t row0, int64_t nrows, int64_t oc0, int64_t n, const int32_t* counts,
+                int64_t ldc, int32_t K) = nullptr;
   void* ctx = nullptr;
 };
 
@@ -418,6 +422,10 @@ inline void xconv2d(const bconv_detail::XKernel& kern, const uint64_t* x, const 
       case XKind::kTernaryMasked: {
         const bool ternary = op.kind == XKind::kTernary, masked = op.kind == XKind::kTernaryMasked;
         const int64_t oc0 = ternary ? col0 / 2 : col0, noc = ternary ? ncols / 2 : ncols;
+        if (st.kind == StageKind::kRows && st.block && !ternary && !masked && pc.table.empty()) {
+          st.block(st.ctx, row0, nrows, oc0, noc, counts, ldc, K);
+          return;
+        }
         int64_t ow = row0 % s.ow, oh = (row0 / s.ow) % s.oh;  // rows are pixels (planes == 1)
         for (int64_t i = 0; i < nrows; ++i) {
           const int64_t pix = row0 + i;

@@ -43,6 +43,7 @@ class InputOp : public Op {
     out.h = sp.i("h"); out.w = sp.i("w"); out.c = sp.i("c");
     if (out.h < 1 || out.w < 1 || out.c < 1) sp.fail("bad input shape");
     table_ = sp.a<float>("table", 'f', out.c * 256);
+    rows_ = find_input_rows(sp.s("path", "portable"));
   }
   const void* host = nullptr;
   bool host_u8 = true;
@@ -52,6 +53,11 @@ class InputOp : public Op {
     const int64_t hw = out.h * out.w, C = out.c;
     float* o = static_cast<float*>(c.out);
     parallel_for(c.n, threads_for(c.threads, c.n * hw * C, int64_t{1} << 16), [&](int64_t b0, int64_t b1) {
+      if (host_u8) {  // table look-ups, NCHW -> NHWC (float_rows.h)
+        for (int64_t b = b0; b < b1; ++b)
+          rows_(static_cast<const uint8_t*>(host) + b * C * hw, hw, C, table_, o + b * hw * C);
+        return;
+      }
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t ch = 0; ch < C; ++ch) {
           float* dst = o + b * hw * C + ch;
@@ -74,6 +80,7 @@ class InputOp : public Op {
 
  private:
   const float* table_;
+  InputRowsFn rows_ = nullptr;
 };
 
 // Operand transforms of a quantized layer with float weights (fconv.h) and of bit-plane

@@ -41,24 +41,46 @@ inline bool rows_supported(const std::vector<Step>& prog) {
   return true;
 }
 
-// y[r * c + j] for r < rows, j < c: v = acc ? float(acc[r * c + j]) : x[r * c + j], then the
-// program's steps (channel vectors indexed oc0 + j), then + res[r * c + j] when res is not
-// null.  x may be y (in place); acc / x / res / y rows are c apart.
-using StepRowsFn = void (*)(const Step* prog, int64_t nsteps, const int32_t* acc, const float* x,
+// Integer accumulators of a block of rows: row r at p + r * ld; kbits >= 0: p holds the XOR
+// counts of a binary layer and acc = (kbits - p) - p (bconv.h's finish, exact in int32).
+struct AccRows {
+  const int32_t* p;
+  int64_t ld;
+  int32_t kbits;
+};
+
+// y[r * c + j] for r < rows, j < c: v = acc ? float(acc of row r, channel j) : x[r * c + j],
+// then the program's steps (channel vectors indexed oc0 + j), then + res[r * c + j] when res
+// is not null.  x may be y (in place); x / res / y rows are c apart.
+using StepRowsFn = void (*)(const Step* prog, int64_t nsteps, const AccRows* acc, const float* x,
                             int64_t rows, int64_t c, int64_t oc0, const float* res, float* y);
 
 // Rows (rows, c) of floats -> (rows, ceil(c / 64)) words, bit j = x_j >= 0 (NaN: 0; the
 // bitpack convention, pad bits 0).
 using SignRowsFn = void (*)(const float* x, int64_t rows, int64_t c, uint64_t* out);
 
+// Host pixels (c planes of hw uint8, NCHW) -> (hw, c) floats through the per-channel
+// normalisation tables table[ch * 256 + u] (the graph input; the values are copied, so every
+// path gives the table's bits).
+using InputRowsFn = void (*)(const uint8_t* src, int64_t hw, int64_t c, const float* table, float* dst);
+
 namespace rows_detail {
 
-inline void step_rows_portable(const Step* prog, int64_t nsteps, const int32_t* acc, const float* x,
+inline void input_rows_portable(const uint8_t* src, int64_t hw, int64_t c, const float* table, float* dst) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const uint8_t* s = src + ch * hw;
+    const float* t = table + ch * 256;
+    for (int64_t p = 0; p < hw; ++p) dst[p * c + ch] = t[s[p]];
+  }
+}
+
+inline void step_rows_portable(const Step* prog, int64_t nsteps, const AccRows* acc, const float* x,
                                int64_t rows, int64_t c, int64_t oc0, const float* res, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     float* o = y + r * c;
     if (acc) {
-      for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>(acc[r * c + j]);
+      const int32_t* a = acc->p + r * acc->ld;
+      for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>(acc->kbits >= 0 ? (acc->kbits - a[j]) - a[j] : a[j]);
     } else if (x != y) {
       std::memcpy(o, x + r * c, static_cast<size_t>(c) * 4);
     }
@@ -134,9 +156,15 @@ LOWBIT_TARGET_AVX512 static inline __m512 steps16(const Step* prog, int64_t nste
 // The common programs, BatchNorm then nothing / relu / clamp (TAIL 0 / 1 / 2), without a
 // dispatch per block, from int32 accumulators (ACC: f32(acc) first, as run_step sees it) or
 // floats.
+LOWBIT_TARGET_AVX512 static inline __m512 acc16(const int32_t* p, int32_t kbits, __mmask16 k) {
+  __m512i q = _mm512_maskz_loadu_epi32(k, p);
+  if (kbits >= 0) q = _mm512_sub_epi32(_mm512_sub_epi32(_mm512_set1_epi32(kbits), q), q);
+  return _mm512_cvtepi32_ps(q);
+}
+
 template <bool ACC, int TAIL>
-LOWBIT_TARGET_AVX512 static inline void bn_run(const Step* prog, const int32_t* acc, const float* x, int64_t n,
-                                               int64_t c, int64_t ch0, const float* res, float* y) {
+LOWBIT_TARGET_AVX512 static inline void bn_run(const Step* prog, const int32_t* acc, int32_t kbits, const float* x,
+                                               int64_t n, int64_t c, int64_t ch0, const float* res, float* y) {
   const double* a = prog[0].a + ch0;
   const double* b = prog[0].b + ch0;
   const __m512 lo = _mm512_set1_ps(TAIL == 2 ? prog[1].lo : 0.f), hi = _mm512_set1_ps(TAIL == 2 ? prog[1].hi : 0.f);
@@ -144,7 +172,7 @@ LOWBIT_TARGET_AVX512 static inline void bn_run(const Step* prog, const int32_t* 
     if (ch == c) ch = 0;  // flat runs: c is a multiple of 16
     const int64_t m = n - j < 16 ? n - j : 16;
     const __mmask16 k = static_cast<__mmask16>(m == 16 ? 0xFFFF : (1u << m) - 1);
-    const __m512 f = ACC ? _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, acc + j)) : _mm512_maskz_loadu_ps(k, x + j);
+    const __m512 f = ACC ? acc16(acc + j, kbits, k) : _mm512_maskz_loadu_ps(k, x + j);
     __m512 v = bn16(_mm512_cvtps_pd(_mm512_castps512_ps256(f)),
                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))), a + ch, b + ch, k);
     if (TAIL == 1) v = relu16(v);
@@ -156,41 +184,89 @@ LOWBIT_TARGET_AVX512 static inline void bn_run(const Step* prog, const int32_t* 
 
 // When c is a multiple of 16 the rows are one run (block j's channels start at j mod c);
 // otherwise each row is its own run with a masked last block.
-LOWBIT_TARGET_AVX512 inline void step_rows_avx512(const Step* prog, int64_t nsteps, const int32_t* acc,
+LOWBIT_TARGET_AVX512 inline void step_rows_avx512(const Step* prog, int64_t nsteps, const AccRows* acc,
                                                   const float* x, int64_t rows, int64_t c, int64_t oc0,
                                                   const float* res, float* y) {
-  const bool flat = c % 16 == 0;
+  const bool flat = c % 16 == 0 && (!acc || acc->ld == c);
+  const int32_t kb = acc ? acc->kbits : -1;
   const int64_t run = flat ? rows * c : c, runs = flat ? 1 : rows;
   int tail = -1;  // BatchNorm first: 0 alone, 1 + relu, 2 + clamp
   if (nsteps >= 1 && nsteps <= 2 && prog[0].code == StepCode::kBn)
     tail = nsteps == 1 ? 0 : prog[1].code == StepCode::kRelu ? 1 : prog[1].code == StepCode::kClamp ? 2 : -1;
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t base = r * c;
-    const int32_t* ar = acc ? acc + base : nullptr;
+    const int32_t* ar = acc ? acc->p + r * acc->ld : nullptr;
     const float* xr = acc ? nullptr : x + base;
     const float* rr = res ? res + base : nullptr;
     float* yr = y + base;
     if (tail >= 0) {
       if (acc) {
-        if (tail == 0) bn_run<true, 0>(prog, ar, xr, run, c, oc0, rr, yr);
-        else if (tail == 1) bn_run<true, 1>(prog, ar, xr, run, c, oc0, rr, yr);
-        else bn_run<true, 2>(prog, ar, xr, run, c, oc0, rr, yr);
+        if (tail == 0) bn_run<true, 0>(prog, ar, kb, xr, run, c, oc0, rr, yr);
+        else if (tail == 1) bn_run<true, 1>(prog, ar, kb, xr, run, c, oc0, rr, yr);
+        else bn_run<true, 2>(prog, ar, kb, xr, run, c, oc0, rr, yr);
       } else {
-        if (tail == 0) bn_run<false, 0>(prog, ar, xr, run, c, oc0, rr, yr);
-        else if (tail == 1) bn_run<false, 1>(prog, ar, xr, run, c, oc0, rr, yr);
-        else bn_run<false, 2>(prog, ar, xr, run, c, oc0, rr, yr);
+        if (tail == 0) bn_run<false, 0>(prog, ar, kb, xr, run, c, oc0, rr, yr);
+        else if (tail == 1) bn_run<false, 1>(prog, ar, kb, xr, run, c, oc0, rr, yr);
+        else bn_run<false, 2>(prog, ar, kb, xr, run, c, oc0, rr, yr);
       }
       continue;
     }
     for (int64_t j = 0; j < run; j += 16) {
       const int64_t m = run - j < 16 ? run - j : 16;
       const __mmask16 k = static_cast<__mmask16>(m == 16 ? 0xFFFF : (1u << m) - 1);
-      __m512 v = acc ? _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + j)) : _mm512_maskz_loadu_ps(k, xr + j);
+      __m512 v = acc ? acc16(ar + j, kb, k) : _mm512_maskz_loadu_ps(k, xr + j);
       v = steps16(prog, nsteps, v, oc0 + (flat ? j % c : j), k);
       if (rr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, rr + j));
       _mm512_mask_storeu_ps(yr + j, k, v);
     }
   }
+}
+
+// 16 pixels per step: one gather from each channel's table, then (3 channels) the three
+// vectors interleaved into 48 NHWC floats by two-source permutes.
+LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t hw, int64_t c, const float* table,
+                                                   float* dst) {
+  if (c != 1 && c != 3) {
+    input_rows_portable(src, hw, c, table, dst);
+    return;
+  }
+  int64_t p = 0;
+  if (c == 1) {
+    for (; p + 16 <= hw; p += 16) {
+      const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + p)));
+      _mm512_storeu_ps(dst + p, _mm512_i32gather_ps(u, table, 4));
+    }
+  } else {
+    alignas(64) int32_t iab[3][16], ic[3][16];
+    __mmask16 mc[3];
+    for (int q = 0; q < 3; ++q) {
+      mc[q] = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * q + l, px = e / 3, ch = e % 3;
+        iab[q][l] = ch == 0 ? px : ch == 1 ? 16 + px : 0;
+        ic[q][l] = ch == 2 ? px : 0;
+        if (ch == 2) mc[q] = static_cast<__mmask16>(mc[q] | (1u << l));
+      }
+    }
+    __m512i vab[3], vc[3];
+    for (int q = 0; q < 3; ++q) {
+      vab[q] = _mm512_load_si512(iab[q]);
+      vc[q] = _mm512_load_si512(ic[q]);
+    }
+    for (; p + 16 <= hw; p += 16) {
+      __m512 v[3];
+      for (int ch = 0; ch < 3; ++ch) {
+        const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ch * hw + p)));
+        v[ch] = _mm512_i32gather_ps(u, table + ch * 256, 4);
+      }
+      for (int q = 0; q < 3; ++q) {
+        const __m512 ab = _mm512_permutex2var_ps(v[0], vab[q], v[1]);
+        _mm512_storeu_ps(dst + 3 * p + 16 * q, _mm512_mask_blend_ps(mc[q], ab, _mm512_permutexvar_ps(vc[q], v[2])));
+      }
+    }
+  }
+  for (; p < hw; ++p)  // the last pixels
+    for (int64_t ch = 0; ch < c; ++ch) dst[p * c + ch] = table[ch * 256 + src[ch * hw + p]];
 }
 
 LOWBIT_TARGET_AVX512 inline void sign_rows_avx512(const float* x, int64_t rows, int64_t c, uint64_t* out) {
@@ -220,6 +296,14 @@ inline StepRowsFn find_step_rows(const std::string& path) {
 #endif
   (void)path;
   return &rows_detail::step_rows_portable;
+}
+
+inline InputRowsFn find_input_rows(const std::string& path) {
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+  if (path == "avx512") return &rows_detail::input_rows_avx512;
+#endif
+  (void)path;
+  return &rows_detail::input_rows_portable;
 }
 
 inline SignRowsFn find_sign_rows(const std::string& path) {

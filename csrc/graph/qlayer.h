@@ -98,6 +98,7 @@ class QLayerOp : public Op {
       OutStage st;
       st.kind = StageKind::kRows;
       st.rows = &QLayerOp::rows_stage;
+      st.block = &QLayerOp::block_stage;
       st.ctx = &ctx;
       xconv2d(*kern_, xw, s, packed_, op_, st, c.threads);
       return;
@@ -114,7 +115,8 @@ class QLayerOp : public Op {
       float* y = static_cast<float*>(c.out);
       parallel_for(rows, threads_for(c.threads, rows * oc, int64_t{1} << 16), [&](int64_t r0, int64_t r1) {
         if (rows_ok_) {
-          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), acc + r0 * oc, nullptr, r1 - r0, oc, 0,
+          const AccRows a{acc + r0 * oc, oc, -1};
+          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), &a, nullptr, r1 - r0, oc, 0,
                 res ? res + r0 * oc : nullptr, y + r0 * oc);
           return;
         }
@@ -153,8 +155,28 @@ class QLayerOp : public Op {
     const RowsCtx& c = *static_cast<const RowsCtx*>(p);
     const QLayerOp& q = *c.op;
     const int64_t at = pix * q.op_.oc + oc0;
-    q.rows_(q.prog_.data(), static_cast<int64_t>(q.prog_.size()), acc, nullptr, 1, n, oc0,
+    const AccRows a{acc, n, -1};
+    q.rows_(q.prog_.data(), static_cast<int64_t>(q.prog_.size()), &a, nullptr, 1, n, oc0,
             c.res ? c.res + at : nullptr, c.y + at);
+  }
+  // kRows stage of a binary layer without padding corrections: XOR counts of nrows pixels
+  // from row0 (ldc apart), channels oc0 .. oc0+n-1
+  static void block_stage(void* p, int64_t row0, int64_t nrows, int64_t oc0, int64_t n, const int32_t* counts,
+                          int64_t ldc, int32_t kbits) {
+    const RowsCtx& c = *static_cast<const RowsCtx*>(p);
+    const QLayerOp& q = *c.op;
+    const int64_t oc = q.op_.oc, at = row0 * oc + oc0;
+    const AccRows a{counts, ldc, kbits};
+    if (n == oc) {
+      q.rows_(q.prog_.data(), static_cast<int64_t>(q.prog_.size()), &a, nullptr, nrows, n, oc0,
+              c.res ? c.res + at : nullptr, c.y + at);
+      return;
+    }
+    for (int64_t i = 0; i < nrows; ++i) {  // a column range: rows are oc apart in y
+      const AccRows ai{counts + i * ldc, ldc, kbits};
+      q.rows_(q.prog_.data(), static_cast<int64_t>(q.prog_.size()), &ai, nullptr, 1, n, oc0,
+              c.res ? c.res + at + i * oc : nullptr, c.y + at + i * oc);
+    }
   }
 
   void geometry(const OpSpec& sp) {

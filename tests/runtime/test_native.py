@@ -528,12 +528,35 @@ def test_detector_stem_and_residual_blocks_word_edges(oc, tmp_path):
     randomize_bn(model)
     model.eval()
     size = [(16, 24), (24, 16), (24, 32)][oc % 3]
-    x = np.random.default_rng(oc).standard_normal((3, 3) + size).astype(np.float32)
+    images = np.random.default_rng(oc).integers(0, 256, (3, 3) + size, dtype=np.uint8)
     path = tmp_path / "m.lbm"
-    export_model(model, path, None, input_shape=x.shape[1:])
+    export_model(model, path, NORM3, input_shape=images.shape[1:])
+    mean = np.asarray(NORM3["mean"], np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(NORM3["std"], np.float64).reshape(1, -1, 1, 1)
+    x = ((images / 255.0 - mean) / std).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     acc = torch_accumulators(model, torch.from_numpy(x))
-    rn = _check(path, [ref], acc, x, True, bitwise=set(acc))
+    rn = _check(path, [ref], acc, images, False, bitwise=set(acc))
     fused = {rn.ops[j]["op"] for j in rn.native.fused}
     assert {"batchnorm", "hardtanh", "add"} <= fused, fused
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("pixels", [1, 15, 16, 17, 31, 33, 63, 65, 129])
+def test_input_tables_every_path(channels, pixels, tmp_path):
+    """The graph input (uint8 pixels through the normalisation tables, NCHW -> NHWC; avx512:
+    one gather per channel and 16 pixels, 3 channels interleaved by permutes, a scalar tail)
+    gives the tables' values on every path: the (clamp) identity model's output is the normalised
+    image, bit for bit."""
+    from torch import nn
+    norm = {"mean": [0.2, 0.15, 0.1][:channels], "std": [0.3, 0.25, 0.2][:channels], "scale": 255.0}
+    model = nn.Sequential(nn.Hardtanh(-1e3, 1e3)).eval()       # the identity on these values
+    images = np.random.default_rng(pixels).integers(0, 256, (2, channels, 1, pixels), dtype=np.uint8)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, norm, input_shape=images.shape[1:])
+    want = Runtime(path, executor="python").run(images)
+    for kpath in PATHS:
+        got = Runtime(path, kernel=kpath, executor="native").run(images)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=kpath)

@@ -105,7 +105,8 @@ class NativeGraph:
         shape = list(spec.get("shape") or [1])
         c, h, w = (shape + [1, 1])[:3] if len(shape) == 3 else (shape[0], 1, 1)
         self.ids[spec["name"]] = self._add("input", -1, [], {
-            "h": int(h), "w": int(w), "c": int(c), "table": np.ascontiguousarray(rt._table, F32)})
+            "h": int(h), "w": int(w), "c": int(c), "table": np.ascontiguousarray(rt._table, F32),
+            "path": self.path})
         for i, op in enumerate(rt.ops):
             if i in self.fused:
                 continue
