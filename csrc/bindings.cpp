@@ -261,8 +261,7 @@ class PyGraph {
     if (!u8 && x.dtype() != nb::dtype<float>()) throw nb::type_error("run: input must be uint8 or float32");
     if (x.ndim() < 1) throw nb::value_error("run: input needs a batch axis");
     const int64_t n = static_cast<int64_t>(x.shape(0));
-    const auto& in = ex_.value(0);
-    if (n < 1 || static_cast<int64_t>(x.size()) != n * in.h * in.w * in.c)
+    if (n < 1 || static_cast<int64_t>(x.size()) != n * ex_.input().host_elems())
       throw nb::value_error("run: input size does not match the graph input");
     std::vector<float*> ptrs;
     for (size_t k = 0; k < outs.size(); ++k) ptrs.push_back(outs[k].data());

@@ -58,7 +58,12 @@ CopyRunsFn find_copy_runs(int64_t n, std::integer_sequence<int, N...>) {
 class FConvOp : public Op {
  public:
   FConvOp(const OpSpec& sp, const std::vector<Value>& vals) : Op(sp) {
-    in_ = only_input(sp, vals, false);
+    // residual = 1: a second input r of the output's shape, y = program(conv) + r (an add that
+    // alone reads the conv's result, fused; JoinOp's sum)
+    residual_ = sp.i("residual", 0) != 0;
+    OpSpec first = sp;
+    if (residual_ && sp.inputs.size() == 2) first.inputs.resize(1);
+    in_ = only_input(first, vals, false);
     kh_ = sp.i("kh"); kw_ = sp.i("kw"); sh_ = sp.i("sh"); sw_ = sp.i("sw");
     ph_ = sp.i("ph"); pw_ = sp.i("pw");
     pad_ = static_cast<float>(sp.f("pad"));
@@ -132,6 +137,11 @@ class FConvOp : public Op {
       lfn_ = find_lane_conv(sp.s("path", "portable"), &block);
       l.init(B_, block);
       dconv_.reset();
+    }
+    if (residual_) {
+      const Value& r = vals.at(static_cast<size_t>(sp.inputs[1]));
+      if (sp.i("bits_out", 0) || r.bits || r.h != out.h || r.w != out.w || r.c != out.c)
+        sp.fail("the residual must be a float value of the output's shape (float output only)");
     }
     if (sp.i("bits_out", 0)) {  // a sign / BatchNorm-threshold read only by signs, fused
       out.bits = true;
@@ -238,10 +248,14 @@ class FConvOp : public Op {
           }
           gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
         }
-        if (!prog_.empty() && rows_)
-          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, C, nr, oc_, 0, nullptr, C);
-        else if (!prog_.empty())
-          run_program_rows(prog_, C, nr, oc_, r0, kfac);
+        const float* res = residual_ ? static_cast<const float*>(c.in[1]) + r0 * oc_ : nullptr;
+        if ((!prog_.empty() || res) && rows_) {
+          rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, C, nr, oc_, 0, res, C);
+        } else {
+          if (!prog_.empty()) run_program_rows(prog_, C, nr, oc_, r0, kfac);
+          if (res)
+            for (int64_t j = 0; j < nr * oc_; ++j) C[j] = C[j] + res[j];
+        }
         if (bits_) bits_->pack(C, nr, static_cast<uint64_t*>(c.out) + r0 * out.words(), stream);
       }
     });
@@ -339,7 +353,7 @@ class FConvOp : public Op {
   Value in_;
   int64_t kh_, kw_, sh_, sw_, ph_, pw_, oc_, K_;
   float pad_, op_a_ = 0.f, op_b_ = 0.f;
-  bool b_trans_, xnor_, direct_;
+  bool b_trans_, xnor_, direct_, residual_ = false;
   const float* B_;
   Operand operand_;
   std::vector<Step> prog_;

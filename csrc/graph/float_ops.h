@@ -36,51 +36,65 @@ inline int64_t window_out(const OpSpec& sp, int64_t size, int64_t k, int64_t s, 
 }
 
 // ---- the graph input: uint8 pixels through the normalisation table, or normalised floats ----
-// Host input (n, c, h, w) (NCHW, or (n, F)); out (n, h, w, c).
+// Host input (n, c, h, w) (NCHW, or (n, F)); out (n, h, w, c), or with ph / pw > 0 (a conv with
+// zero padding is its only reader) (n, h + 2 ph, w + 2 pw, c) with zeros around: the conv then
+// runs unpadded on it and needs no padded copy of its own.
 class InputOp : public Op {
  public:
   InputOp(const OpSpec& sp) : Op(sp) {
-    out.h = sp.i("h"); out.w = sp.i("w"); out.c = sp.i("c");
-    if (out.h < 1 || out.w < 1 || out.c < 1) sp.fail("bad input shape");
+    ih_ = sp.i("h"); iw_ = sp.i("w"); out.c = sp.i("c");
+    ph_ = sp.i("ph", 0); pw_ = sp.i("pw", 0);
+    if (ih_ < 1 || iw_ < 1 || out.c < 1 || ph_ < 0 || pw_ < 0) sp.fail("bad input shape");
+    out.h = ih_ + 2 * ph_; out.w = iw_ + 2 * pw_;
     table_ = sp.a<float>("table", 'f', out.c * 256);
     rows_ = find_input_rows(sp.s("path", "portable"));
   }
   const void* host = nullptr;
   bool host_u8 = true;
   std::atomic<bool> nonfinite{false};  // float input held NaN / inf (the caller refuses it)
+  int64_t host_elems() const { return ih_ * iw_ * out.c; }  // per image
   void run(Ctx& c) override {
     nonfinite.store(false);
-    const int64_t hw = out.h * out.w, C = out.c;
+    const int64_t hw = ih_ * iw_, C = out.c, padded = ph_ || pw_;
     float* o = static_cast<float*>(c.out);
     parallel_for(c.n, threads_for(c.threads, c.n * hw * C, int64_t{1} << 16), [&](int64_t b0, int64_t b1) {
-      if (host_u8) {  // table look-ups, NCHW -> NHWC (float_rows.h)
-        for (int64_t b = b0; b < b1; ++b)
-          rows_(static_cast<const uint8_t*>(host) + b * C * hw, hw, C, table_, o + b * hw * C);
-        return;
-      }
-      for (int64_t b = b0; b < b1; ++b)
-        for (int64_t ch = 0; ch < C; ++ch) {
-          float* dst = o + b * hw * C + ch;
-          if (host_u8) {
-            const uint8_t* src = static_cast<const uint8_t*>(host) + (b * C + ch) * hw;
-            const float* t = table_ + ch * 256;
-            for (int64_t p = 0; p < hw; ++p) dst[p * C] = t[src[p]];
-          } else {
-            const float* src = static_cast<const float*>(host) + (b * C + ch) * hw;
-            bool bad = false;
-            for (int64_t p = 0; p < hw; ++p) {
-              dst[p * C] = src[p];
-              bad |= !(std::fabs(src[p]) <= 3.402823466e38f);  // NaN or inf
-            }
-            if (bad) nonfinite.store(true);
+      for (int64_t b = b0; b < b1; ++b) {
+        float* img = o + b * out.h * out.w * C;
+        if (padded) {  // the zero border
+          std::memset(img, 0, static_cast<size_t>(ph_ * out.w * C) * 4);
+          std::memset(img + (ph_ + ih_) * out.w * C, 0, static_cast<size_t>(ph_ * out.w * C) * 4);
+          for (int64_t y = 0; y < ih_; ++y) {
+            float* row = img + (ph_ + y) * out.w * C;
+            std::memset(row, 0, static_cast<size_t>(pw_ * C) * 4);
+            std::memset(row + (pw_ + iw_) * C, 0, static_cast<size_t>(pw_ * C) * 4);
           }
         }
+        // image row y (or the whole image when unpadded) -> its place
+        const int64_t rows = padded ? ih_ : 1, run = padded ? iw_ : hw;
+        for (int64_t y = 0; y < rows; ++y) {
+          float* dst = img + ((ph_ + y) * out.w + pw_) * C;
+          if (host_u8) {  // table look-ups, NCHW -> NHWC (float_rows.h)
+            rows_(static_cast<const uint8_t*>(host) + b * C * hw + y * iw_, run, hw, C, table_, dst);
+            continue;
+          }
+          bool bad = false;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const float* src = static_cast<const float*>(host) + (b * C + ch) * hw + y * iw_;
+            for (int64_t p = 0; p < run; ++p) {
+              dst[p * C + ch] = src[p];
+              bad |= !(std::fabs(src[p]) <= 3.402823466e38f);  // NaN or inf
+            }
+          }
+          if (bad) nonfinite.store(true);
+        }
+      }
     });
   }
 
  private:
   const float* table_;
   InputRowsFn rows_ = nullptr;
+  int64_t ih_ = 1, iw_ = 1, ph_ = 0, pw_ = 0;
 };
 
 // Operand transforms of a quantized layer with float weights (fconv.h) and of bit-plane

@@ -59,16 +59,18 @@ using StepRowsFn = void (*)(const Step* prog, int64_t nsteps, const AccRows* acc
 // bitpack convention, pad bits 0).
 using SignRowsFn = void (*)(const float* x, int64_t rows, int64_t c, uint64_t* out);
 
-// Host pixels (c planes of hw uint8, NCHW) -> (hw, c) floats through the per-channel
-// normalisation tables table[ch * 256 + u] (the graph input; the values are copied, so every
-// path gives the table's bits).
-using InputRowsFn = void (*)(const uint8_t* src, int64_t hw, int64_t c, const float* table, float* dst);
+// Host pixels (c planes of uint8, `plane` apart, NCHW; hw pixels of each) -> (hw, c) floats
+// through the per-channel normalisation tables table[ch * 256 + u] (the graph input; the
+// values are copied, so every path gives the table's bits).
+using InputRowsFn = void (*)(const uint8_t* src, int64_t hw, int64_t plane, int64_t c, const float* table,
+                             float* dst);
 
 namespace rows_detail {
 
-inline void input_rows_portable(const uint8_t* src, int64_t hw, int64_t c, const float* table, float* dst) {
+inline void input_rows_portable(const uint8_t* src, int64_t hw, int64_t plane, int64_t c, const float* table,
+                                float* dst) {
   for (int64_t ch = 0; ch < c; ++ch) {
-    const uint8_t* s = src + ch * hw;
+    const uint8_t* s = src + ch * plane;
     const float* t = table + ch * 256;
     for (int64_t p = 0; p < hw; ++p) dst[p * c + ch] = t[s[p]];
   }
@@ -224,10 +226,10 @@ LOWBIT_TARGET_AVX512 inline void step_rows_avx512(const Step* prog, int64_t nste
 
 // 16 pixels per step: one gather from each channel's table, then (3 channels) the three
 // vectors interleaved into 48 NHWC floats by two-source permutes.
-LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t hw, int64_t c, const float* table,
-                                                   float* dst) {
+LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t hw, int64_t plane, int64_t c,
+                                                   const float* table, float* dst) {
   if (c != 1 && c != 3) {
-    input_rows_portable(src, hw, c, table, dst);
+    input_rows_portable(src, hw, plane, c, table, dst);
     return;
   }
   int64_t p = 0;
@@ -256,7 +258,7 @@ LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t h
     for (; p + 16 <= hw; p += 16) {
       __m512 v[3];
       for (int ch = 0; ch < 3; ++ch) {
-        const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ch * hw + p)));
+        const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ch * plane + p)));
         v[ch] = _mm512_i32gather_ps(u, table + ch * 256, 4);
       }
       for (int q = 0; q < 3; ++q) {
@@ -266,7 +268,7 @@ LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t h
     }
   }
   for (; p < hw; ++p)  // the last pixels
-    for (int64_t ch = 0; ch < c; ++ch) dst[p * c + ch] = table[ch * 256 + src[ch * hw + p]];
+    for (int64_t ch = 0; ch < c; ++ch) dst[p * c + ch] = table[ch * 256 + src[ch * plane + p]];
 }
 
 LOWBIT_TARGET_AVX512 inline void sign_rows_avx512(const float* x, int64_t rows, int64_t c, uint64_t* out) {

@@ -104,9 +104,19 @@ class NativeGraph:
         spec = rt.inputs[0]
         shape = list(spec.get("shape") or [1])
         c, h, w = (shape + [1, 1])[:3] if len(shape) == 3 else (shape[0], 1, 1)
-        self.ids[spec["name"]] = self._add("input", -1, [], {
-            "h": int(h), "w": int(w), "c": int(c), "table": np.ascontiguousarray(rt._table, F32),
-            "path": self.path})
+        attrs = {"h": int(h), "w": int(w), "c": int(c), "table": np.ascontiguousarray(rt._table, F32),
+                 "path": self.path}
+        # a float conv with zero padding as the input's only reader (a detector's stem): the
+        # input op writes the padded image (zeros around) and the conv runs unpadded on it
+        j = self._sole_reader(spec["name"])
+        self.prepadded = None
+        if j is not None and len(shape) == 3 and rt.ops[j]["op"] == "conv2d":
+            geo = _geometry(1, 1, rt.ops[j].get("padding", 0))
+            ph, pw = geo["ph"], geo["pw"]
+            if ph or pw:
+                attrs.update(ph=ph, pw=pw)
+                self.prepadded = j
+        self.ids[spec["name"]] = self._add("input", -1, [], attrs)
         for i, op in enumerate(rt.ops):
             if i in self.fused:
                 continue
@@ -196,7 +206,15 @@ class NativeGraph:
         attrs["direct"] = int(os.environ.get("LOWBIT_FCONV_DIRECT", "1") != "0")
         # LOWBIT_FCONV_SPARSE=0: the dense GEMM also for mostly-zero dense weights
         attrs["sparse"] = int(os.environ.get("LOWBIT_FCONV_SPARSE", "1") != "0")
-        vid = self._add("fconv", i, [x], dict(attrs, **self._program(steps)))
+        inputs = [x]
+        res = self._residual(end, conv=True) if not attrs.get("bits_out") and not attrs["b_trans"] else None
+        if res is not None:     # program(conv) + r in the conv's output stage
+            j, rid = res
+            attrs["residual"] = 1
+            inputs.append(rid)
+            self.fused[j] = i
+            end = self.rt.ops[j]["outputs"][0]
+        vid = self._add("fconv", i, inputs, dict(attrs, **self._program(steps)))
         if pool is not None:
             vid = self._add("maxpool", i, [vid], pool)
         self._set(end, vid)
@@ -225,6 +243,8 @@ class NativeGraph:
             steps = [(ADD_C, {"v": _f32(rt._float[op["bias"]])})] if op.get("bias") else []
             geo = _geometry(rt._kshape[op["weight"]] if not dense else (1, 1),
                             op.get("stride", 1) if not dense else 1, op.get("padding", 0) if not dense else 0)
+            if i == self.prepadded:     # the input op wrote the zero border
+                geo.update(ph=0, pw=0)
             attrs = dict(geo, pad=0.0, oc=int(wt.shape[1] if not dense else wt.shape[0]),
                          b_trans=int(dense), weight=wt, path=self.path)
             return self._fconv(i, x, attrs, steps)
@@ -363,7 +383,7 @@ class NativeGraph:
             self._float_stage(layer, steps)
             end = self._fuse(i, steps)
             attrs.update(self._program(steps))
-            res = self._residual(end, layer)
+            res = self._residual(end, layer.conv)
             if res is not None:     # program(acc) + r in the layer's output stage
                 j, rid = res
                 attrs["residual"] = 1
@@ -377,12 +397,12 @@ class NativeGraph:
         self.records[len(self.labels) - 1] = (layer.name, (oh, ow, pw.oc), layer.conv)
         self._set(end, out)
 
-    def _residual(self, end: str, layer):
+    def _residual(self, end: str, conv: bool):
         """(add op j, native id of its other input) when ``end`` is read only by a two-input
         add whose other input is a float value of the same shape that already exists: the
         layer adds it in its output stage (x + r, JoinOp's sum, exactly)."""
         j = self._sole_reader(end)
-        if j is None or not layer.conv or self.rt.ops[j]["op"] != "add":
+        if j is None or not conv or self.rt.ops[j]["op"] != "add":
             return None
         ins = self.rt.ops[j]["inputs"]
         if len(ins) != 2 or ins[0] == ins[1]:
