@@ -48,6 +48,7 @@ class InputOp : public Op {
     out.h = ih_ + 2 * ph_; out.w = iw_ + 2 * pw_;
     table_ = sp.a<float>("table", 'f', out.c * 256);
     rows_ = find_input_rows(sp.s("path", "portable"));
+    rows_f32_ = find_input_rows_f32(sp.s("path", "portable"));
   }
   const void* host = nullptr;
   bool host_u8 = true;
@@ -77,15 +78,8 @@ class InputOp : public Op {
             rows_(static_cast<const uint8_t*>(host) + b * C * hw + y * iw_, run, hw, C, table_, dst);
             continue;
           }
-          bool bad = false;
-          for (int64_t ch = 0; ch < C; ++ch) {
-            const float* src = static_cast<const float*>(host) + (b * C + ch) * hw + y * iw_;
-            for (int64_t p = 0; p < run; ++p) {
-              dst[p * C + ch] = src[p];
-              bad |= !(std::fabs(src[p]) <= 3.402823466e38f);  // NaN or inf
-            }
-          }
-          if (bad) nonfinite.store(true);
+          if (rows_f32_(static_cast<const float*>(host) + b * C * hw + y * iw_, run, hw, C, dst))
+            nonfinite.store(true);
         }
       }
     });
@@ -94,6 +88,7 @@ class InputOp : public Op {
  private:
   const float* table_;
   InputRowsFn rows_ = nullptr;
+  InputRowsF32Fn rows_f32_ = nullptr;
   int64_t ih_ = 1, iw_ = 1, ph_ = 0, pw_ = 0;
 };
 

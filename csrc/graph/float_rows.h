@@ -65,7 +65,23 @@ using SignRowsFn = void (*)(const float* x, int64_t rows, int64_t c, uint64_t* o
 using InputRowsFn = void (*)(const uint8_t* src, int64_t hw, int64_t plane, int64_t c, const float* table,
                              float* dst);
 
+// The same for normalised float32 input (copied as it is); returns true when it held a NaN
+// or an infinity (the caller refuses the input).
+using InputRowsF32Fn = bool (*)(const float* src, int64_t hw, int64_t plane, int64_t c, float* dst);
+
 namespace rows_detail {
+
+inline bool input_rows_f32_portable(const float* src, int64_t hw, int64_t plane, int64_t c, float* dst) {
+  bool bad = false;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* s = src + ch * plane;
+    for (int64_t p = 0; p < hw; ++p) {
+      dst[p * c + ch] = s[p];
+      bad |= !(std::fabs(s[p]) <= 3.402823466e38f);  // NaN or inf
+    }
+  }
+  return bad;
+}
 
 inline void input_rows_portable(const uint8_t* src, int64_t hw, int64_t plane, int64_t c, const float* table,
                                 float* dst) {
@@ -226,6 +242,57 @@ LOWBIT_TARGET_AVX512 inline void step_rows_avx512(const Step* prog, int64_t nste
 
 // 16 pixels per step: one gather from each channel's table, then (3 channels) the three
 // vectors interleaved into 48 NHWC floats by two-source permutes.
+// Permutes that interleave three 16-lane channel vectors a, b, c into 48 NHWC floats: output
+// vector q = blend(mc[q], permutex2var(a, ab[q], b), permutexvar(cc[q], c)).
+struct Interleave3 {
+  __m512i ab[3], cc[3];
+  __mmask16 mc[3];
+};
+
+LOWBIT_TARGET_AVX512 static inline Interleave3 interleave3() {
+  Interleave3 r;
+  alignas(64) int32_t iab[3][16], ic[3][16];
+  for (int q = 0; q < 3; ++q) {
+    r.mc[q] = 0;
+    for (int l = 0; l < 16; ++l) {
+      const int e = 16 * q + l, px = e / 3, ch = e % 3;
+      iab[q][l] = ch == 0 ? px : ch == 1 ? 16 + px : 0;
+      ic[q][l] = ch == 2 ? px : 0;
+      if (ch == 2) r.mc[q] = static_cast<__mmask16>(r.mc[q] | (1u << l));
+    }
+    r.ab[q] = _mm512_load_si512(iab[q]);
+    r.cc[q] = _mm512_load_si512(ic[q]);
+  }
+  return r;
+}
+
+LOWBIT_TARGET_AVX512 static inline void store3(const Interleave3& il, const __m512* v, float* dst) {
+  for (int q = 0; q < 3; ++q) {
+    const __m512 ab = _mm512_permutex2var_ps(v[0], il.ab[q], v[1]);
+    _mm512_storeu_ps(dst + 16 * q, _mm512_mask_blend_ps(il.mc[q], ab, _mm512_permutexvar_ps(il.cc[q], v[2])));
+  }
+}
+
+LOWBIT_TARGET_AVX512 inline bool input_rows_f32_avx512(const float* src, int64_t hw, int64_t plane, int64_t c,
+                                                       float* dst) {
+  if (c != 1 && c != 3) return input_rows_f32_portable(src, hw, plane, c, dst);
+  const __m512 big = _mm512_set1_ps(3.402823466e38f);
+  const Interleave3 il = interleave3();
+  __mmask16 ok = 0xFFFF;  // lanes that stayed finite
+  int64_t p = 0;
+  for (; p + 16 <= hw; p += 16) {
+    __m512 v[3];
+    for (int64_t ch = 0; ch < c; ++ch) {
+      v[ch] = _mm512_loadu_ps(src + ch * plane + p);
+      ok &= _mm512_cmp_ps_mask(_mm512_abs_ps(v[ch]), big, _CMP_LE_OQ);
+    }
+    if (c == 1) _mm512_storeu_ps(dst + p, v[0]);
+    else store3(il, v, dst + 3 * p);
+  }
+  const bool tail = input_rows_f32_portable(src + p, hw - p, plane, c, dst + p * c);
+  return tail || ok != 0xFFFF;
+}
+
 LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t hw, int64_t plane, int64_t c,
                                                    const float* table, float* dst) {
   if (c != 1 && c != 3) {
@@ -239,32 +306,14 @@ LOWBIT_TARGET_AVX512 inline void input_rows_avx512(const uint8_t* src, int64_t h
       _mm512_storeu_ps(dst + p, _mm512_i32gather_ps(u, table, 4));
     }
   } else {
-    alignas(64) int32_t iab[3][16], ic[3][16];
-    __mmask16 mc[3];
-    for (int q = 0; q < 3; ++q) {
-      mc[q] = 0;
-      for (int l = 0; l < 16; ++l) {
-        const int e = 16 * q + l, px = e / 3, ch = e % 3;
-        iab[q][l] = ch == 0 ? px : ch == 1 ? 16 + px : 0;
-        ic[q][l] = ch == 2 ? px : 0;
-        if (ch == 2) mc[q] = static_cast<__mmask16>(mc[q] | (1u << l));
-      }
-    }
-    __m512i vab[3], vc[3];
-    for (int q = 0; q < 3; ++q) {
-      vab[q] = _mm512_load_si512(iab[q]);
-      vc[q] = _mm512_load_si512(ic[q]);
-    }
+    const Interleave3 il = interleave3();
     for (; p + 16 <= hw; p += 16) {
       __m512 v[3];
       for (int ch = 0; ch < 3; ++ch) {
         const __m512i u = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ch * plane + p)));
         v[ch] = _mm512_i32gather_ps(u, table + ch * 256, 4);
       }
-      for (int q = 0; q < 3; ++q) {
-        const __m512 ab = _mm512_permutex2var_ps(v[0], vab[q], v[1]);
-        _mm512_storeu_ps(dst + 3 * p + 16 * q, _mm512_mask_blend_ps(mc[q], ab, _mm512_permutexvar_ps(vc[q], v[2])));
-      }
+      store3(il, v, dst + 3 * p);
     }
   }
   for (; p < hw; ++p)  // the last pixels
@@ -298,6 +347,14 @@ inline StepRowsFn find_step_rows(const std::string& path) {
 #endif
   (void)path;
   return &rows_detail::step_rows_portable;
+}
+
+inline InputRowsF32Fn find_input_rows_f32(const std::string& path) {
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+  if (path == "avx512") return &rows_detail::input_rows_f32_avx512;
+#endif
+  (void)path;
+  return &rows_detail::input_rows_f32_portable;
 }
 
 inline InputRowsFn find_input_rows(const std::string& path) {

@@ -550,15 +550,26 @@ def test_input_tables_every_path(channels, pixels, tmp_path):
     """The graph input (uint8 pixels through the normalisation tables, NCHW -> NHWC; avx512:
     one gather per channel and 16 pixels, 3 channels interleaved by permutes, a scalar tail)
     gives the tables' values on every path: the (clamp) identity model's output is the normalised
-    image, bit for bit."""
+    image, bit for bit; normalised float input is copied as it is, and a NaN / inf anywhere
+    (here: the last pixel, in the tail or a vector) is refused."""
     from torch import nn
+    from lowbit.runtime.inputs import InputError
     norm = {"mean": [0.2, 0.15, 0.1][:channels], "std": [0.3, 0.25, 0.2][:channels], "scale": 255.0}
     model = nn.Sequential(nn.Hardtanh(-1e3, 1e3)).eval()       # the identity on these values
     images = np.random.default_rng(pixels).integers(0, 256, (2, channels, 1, pixels), dtype=np.uint8)
     path = tmp_path / "m.lbm"
     export_model(model, path, norm, input_shape=images.shape[1:])
     want = Runtime(path, executor="python").run(images)
+    x = np.random.default_rng(pixels + 1).standard_normal(images.shape).astype(np.float32)
+    want_f = Runtime(path, executor="python").run(x, normalized=True)
     for kpath in PATHS:
-        got = Runtime(path, kernel=kpath, executor="native").run(images)
+        rn = Runtime(path, kernel=kpath, executor="native")
+        got, got_f = rn.run(images), rn.run(x, normalized=True)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=kpath)
+            np.testing.assert_array_equal(got_f[k], want_f[k], err_msg=f"{kpath}, float input")
+        for bad in (np.nan, np.inf):           # NaN / inf in the last pixel: refused
+            xb = x.copy()
+            xb[-1, -1, 0, -1] = bad
+            with pytest.raises(InputError):
+                rn.run(xb, normalized=True)
