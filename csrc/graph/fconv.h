@@ -15,6 +15,7 @@
 #include "graph/fgemm.h"
 #include "graph/fsparse.h"
 #include "graph/float_ops.h"
+#include "graph/pool_ops.h"
 #include "graph/spec.h"
 
 namespace lowbit {
@@ -138,6 +139,7 @@ class FConvOp : public Op {
       l.init(B_, block);
       dconv_.reset();
     }
+    if (sp.i("pool", 0)) init_pool(sp);
     if (residual_) {
       const Value& r = vals.at(static_cast<size_t>(sp.inputs[1]));
       if (sp.i("bits_out", 0) || r.bits || r.h != out.h || r.w != out.w || r.c != out.c)
@@ -188,10 +190,13 @@ class FConvOp : public Op {
     t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4
                 : sconv_ || lconv_ ? workers(n, threads) * planes_scratch() * 4
                          : 0);   // sparse blocks / an image's planes and planar result
+    t.push_back(pool_ ? threads_for(threads, n * conv_h_ * conv_w_ * K_ * oc_, int64_t{1} << 18) * pool_scratch() * 4
+                      : 0);      // fused max pool: kh conv rows per worker
     return t;
   }
 
   void run(Ctx& c) override {
+    if (pool_) return run_pooled(c);
     const float* x = static_cast<const float*>(c.in[0]);
     const int64_t n = c.n, M = n * out.h * out.w;
     float* kfac = nullptr;
@@ -262,6 +267,72 @@ class FConvOp : public Op {
   }
 
  private:
+  // ---- a fused float max pool (pool = 1): a first layer's direct conv computes the kh conv
+  // rows of one pooled row into an L1-sized scratch, the max pool (pool_ops.h's row kernel, or
+  // the same loops) and the pool's own output program ("post": the BatchNorm + hardtanh that
+  // alone read the pool) run on it there; the conv's full-size output never goes to memory.
+  // Conv rows that no pool window reads are not computed (no one can read them).
+  void init_pool(const OpSpec& sp) {
+    if (!dconv_ || !small_c_ || sp.i("bits_out", 0) || residual_ || xnor_ || operand_ != Operand::kNone)
+      sp.fail("a fused max pool needs a first layer's direct conv with float output");
+    pool_ = true;
+    pkh_ = sp.i("pool.kh"); pkw_ = sp.i("pool.kw"); psh_ = sp.i("pool.sh"); psw_ = sp.i("pool.sw");
+    conv_h_ = out.h; conv_w_ = out.w;
+    out.h = window_out(sp, conv_h_, pkh_, psh_, 0);
+    out.w = window_out(sp, conv_w_, pkw_, psw_, 0);
+    post_ = read_program(sp, oc_, "post");
+    if (program_uses_kfac(post_)) sp.fail("K factor step outside a layer");
+    if (rows_supported(post_)) post_rows_ = find_step_rows(sp.s("path", "portable"));
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_SIMDE)
+    if (sp.s("path") == "avx512") prow_ = &maxpool_row_avx512;
+    if (sp.s("path") == "avx2") prow_ = &maxpool_row_avx2;
+#endif
+  }
+  int64_t pool_scratch() const { return pkh_ * conv_w_ * oc_; }  // floats per worker
+
+  void run_pooled(Ctx& c) {
+    const float* x = static_cast<const float*>(c.in[0]);
+    if (ph_ || pw_) {
+      float* xp = static_cast<float*>(c.tmp[5]);
+      pad_input(x, c.n, xp);
+      x = xp;
+    }
+    const int64_t prows = c.n * out.h, C = oc_, ps = psw_ * C;
+    float* y = static_cast<float*>(c.out);
+    std::atomic<int> next{0};
+    const int nw = threads_for(c.threads, c.n * conv_h_ * conv_w_ * K_ * oc_, int64_t{1} << 18);
+    parallel_for(prows, nw, [&](int64_t r0, int64_t r1) {
+      float* sc = static_cast<float*>(c.tmp[7]) + next.fetch_add(1) * pool_scratch();
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / out.h, py = r % out.h, nr = pkh_ * conv_w_;
+        const int64_t row0 = (b * conv_h_ + py * psh_) * conv_w_;  // first conv pixel
+        dfn_(*dconv_, x, row0, nr, sc, nullptr);
+        if (!prog_.empty() && rows_) rows_(prog_.data(), static_cast<int64_t>(prog_.size()), nullptr, sc, nr, C, 0, nullptr, sc);
+        else if (!prog_.empty()) run_program_rows(prog_, sc, nr, C, row0, nullptr);
+        float* yo = y + r * out.w * C;
+        if (prow_) {
+          prow_(sc, ps, out.w, conv_w_ * C, C, pkh_, pkw_, C, yo);
+        } else {
+          for (int64_t ox = 0; ox < out.w; ++ox) {  // MaxPoolOp's loops
+            float* o = yo + ox * C;
+            for (int64_t i = 0; i < pkh_; ++i)
+              for (int64_t j = 0; j < pkw_; ++j) {
+                const float* t = sc + (i * conv_w_ + ox * psw_ + j) * C;
+                if (i == 0 && j == 0) std::memcpy(o, t, static_cast<size_t>(C) * 4);
+                else max_into(o, t, C);
+              }
+          }
+        }
+        if (post_.empty()) continue;
+        if (post_rows_) {
+          post_rows_(post_.data(), static_cast<int64_t>(post_.size()), nullptr, yo, out.w, C, 0, nullptr, yo);
+        } else {
+          for (int64_t ox = 0; ox < out.w; ++ox) run_program(post_, yo + ox * C, C, 0, nullptr);
+        }
+      }
+    });
+  }
+
   // one image x (h, w, c) -> its shifted planes xs[ch][j] (hp rows of ow floats):
   // xs[ch][j][iy][ox] = x[iy - ph][ox + j - pw][ch], `pad` outside the image (fsparse.h);
   // via padded planes (c, hp, wp) at xs + xs_floats.
@@ -353,7 +424,11 @@ class FConvOp : public Op {
   Value in_;
   int64_t kh_, kw_, sh_, sw_, ph_, pw_, oc_, K_;
   float pad_, op_a_ = 0.f, op_b_ = 0.f;
-  bool b_trans_, xnor_, direct_, residual_ = false;
+  bool b_trans_, xnor_, direct_, residual_ = false, pool_ = false;
+  int64_t pkh_ = 1, pkw_ = 1, psh_ = 1, psw_ = 1, conv_h_ = 0, conv_w_ = 0;  // fused max pool
+  std::vector<Step> post_;         // the pool's output program
+  StepRowsFn post_rows_ = nullptr;
+  FloatPoolRowFn prow_ = nullptr;  // avx2 / avx512 float max (null: MaxPoolOp's loops)
   const float* B_;
   Operand operand_;
   std::vector<Step> prog_;

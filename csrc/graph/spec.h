@@ -116,12 +116,13 @@ struct Step {
 
 // Steps from an OpSpec: ints "steps" = count, per step k: ints "step{k}" = code, arrays
 // "step{k}.v" (float32, c or 1), "step{k}.a"/"step{k}.b" (float64, c), floats
-// "step{k}.s"/".lo"/".hi".  c = channels of the row the program runs on.
-inline std::vector<Step> read_program(const OpSpec& sp, int64_t c) {
+// "step{k}.s"/".lo"/".hi".  c = channels of the row the program runs on.  Another prefix
+// names a second program of the op ("post": "posts", "post{k}", ...).
+inline std::vector<Step> read_program(const OpSpec& sp, int64_t c, const std::string& pre = "step") {
   std::vector<Step> prog;
-  const int64_t n = sp.i("steps", 0);
+  const int64_t n = sp.i(pre + "s", 0);
   for (int64_t k = 0; k < n; ++k) {
-    const std::string p = "step" + std::to_string(k);
+    const std::string p = pre + std::to_string(k);
     Step st;
     const int64_t code = sp.i(p);
     if (code < 0 || code > 10) sp.fail("unknown output step code " + std::to_string(code));

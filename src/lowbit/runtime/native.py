@@ -207,7 +207,10 @@ class NativeGraph:
         # LOWBIT_FCONV_SPARSE=0: the dense GEMM also for mostly-zero dense weights
         attrs["sparse"] = int(os.environ.get("LOWBIT_FCONV_SPARSE", "1") != "0")
         inputs = [x]
-        res = self._residual(end, conv=True) if not attrs.get("bits_out") and not attrs["b_trans"] else None
+        if pool is None and not attrs.get("bits_out"):
+            end = self._fuse_pool(i, x, end, attrs)
+        res = (self._residual(end, conv=True) if not attrs.get("bits_out") and not attrs["b_trans"]
+               and not attrs.get("pool") else None)
         if res is not None:     # program(conv) + r in the conv's output stage
             j, rid = res
             attrs["residual"] = 1
@@ -219,13 +222,33 @@ class NativeGraph:
             vid = self._add("maxpool", i, [vid], pool)
         self._set(end, vid)
 
+    def _fuse_pool(self, i: int, x: int, end: str, attrs: dict) -> str:
+        """A first layer's direct conv (1-4 input channels, K <= 128: fconv.h runs it direct at
+        every batch size) read only by a float max pool computes the pool too (and the pool's
+        own fused elementwise ops, its "post" program): the conv's full-size output is never
+        written.  Returns the value the conv's output now stands for."""
+        j = self._sole_reader(end)
+        c = self._dims(x)[3]
+        if (j is None or self.rt.ops[j]["op"] != "maxpool2d" or attrs["b_trans"] or not attrs["direct"]
+                or attrs.get("operand", 0) or attrs.get("xnor")
+                or attrs["kh"] * attrs["kw"] <= 1 or c > 4 or attrs["kh"] * attrs["kw"] * c > 128):
+            return end
+        pool = self.rt.ops[j]
+        (kh, kw), (sh, sw) = pool["kernel"], pool.get("stride") or pool["kernel"]
+        post: list = []
+        end = self._fuse(j, post)
+        self.fused[j] = i
+        attrs.update({"pool": 1, "pool.kh": kh, "pool.kw": kw, "pool.sh": sh, "pool.sw": sw},
+                     **self._program(post, "post"))
+        return end
+
     @staticmethod
-    def _program(steps: list) -> dict:
-        attrs: dict = {"steps": len(steps)}
+    def _program(steps: list, pre: str = "step") -> dict:
+        attrs: dict = {pre + "s": len(steps)}
         for k, (code, fields) in enumerate(steps):
-            attrs[f"step{k}"] = code
+            attrs[f"{pre}{k}"] = code
             for f, v in fields.items():
-                attrs[f"step{k}.{f}"] = v
+                attrs[f"{pre}{k}.{f}"] = v
         return attrs
 
     def _set(self, name: str, vid: int) -> None:
