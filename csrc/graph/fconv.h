@@ -139,7 +139,13 @@ class FConvOp : public Op {
       l.init(B_, block);
       dconv_.reset();
     }
-    if (sp.i("pool", 0)) init_pool(sp);
+    if (sp.i("pool", 0)) {
+#if !defined(LOWBIT_LEAN)
+      init_pool(sp);
+#else  // (the runner's plan never fuses a pool: kept out of its 1 MiB)
+      sp.fail("fused max pools are not compiled in (LOWBIT_LEAN)");
+#endif
+    }
     if (residual_) {
       const Value& r = vals.at(static_cast<size_t>(sp.inputs[1]));
       if (sp.i("bits_out", 0) || r.bits || r.h != out.h || r.w != out.w || r.c != out.c)
@@ -190,13 +196,15 @@ class FConvOp : public Op {
     t.push_back(sparse_ ? workers(n, threads) * sparse_->scratch_floats() * 4
                 : sconv_ || lconv_ ? workers(n, threads) * planes_scratch() * 4
                          : 0);   // sparse blocks / an image's planes and planar result
-    t.push_back(pool_ ? threads_for(threads, n * conv_h_ * conv_w_ * K_ * oc_, int64_t{1} << 18) * pool_scratch() * 4
+    t.push_back(pool_ ? threads_for(threads, n * conv_h_ * conv_w_ * K_ * oc_, int64_t{1} << 18) * pkh_ * conv_w_ * oc_ * 4
                       : 0);      // fused max pool: kh conv rows per worker
     return t;
   }
 
   void run(Ctx& c) override {
+#if !defined(LOWBIT_LEAN)
     if (pool_) return run_pooled(c);
+#endif
     const float* x = static_cast<const float*>(c.in[0]);
     const int64_t n = c.n, M = n * out.h * out.w;
     float* kfac = nullptr;
@@ -272,6 +280,7 @@ class FConvOp : public Op {
   // the same loops) and the pool's own output program ("post": the BatchNorm + hardtanh that
   // alone read the pool) run on it there; the conv's full-size output never goes to memory.
   // Conv rows that no pool window reads are not computed (no one can read them).
+#if !defined(LOWBIT_LEAN)
   void init_pool(const OpSpec& sp) {
     if (!dconv_ || !small_c_ || sp.i("bits_out", 0) || residual_ || xnor_ || operand_ != Operand::kNone)
       sp.fail("a fused max pool needs a first layer's direct conv with float output");
@@ -332,6 +341,7 @@ class FConvOp : public Op {
       }
     });
   }
+#endif
 
   // one image x (h, w, c) -> its shifted planes xs[ch][j] (hp rows of ow floats):
   // xs[ch][j][iy][ox] = x[iy - ph][ox + j - pw][ch], `pad` outside the image (fsparse.h);

@@ -92,6 +92,7 @@ class QLayerOp : public Op {
     const int64_t rows = c.n * out_h_ * out_w_, oc = op_.oc;
     int32_t* acc = static_cast<int32_t*>(c.tmp[3]);
     const float* res = residual_ ? static_cast<const float*>(c.in[1]) : nullptr;
+#if !defined(LOWBIT_LEAN)  // (the runner: the accumulator path below, the same bits)
     if (!bits_out_ && !c.record && rows_ok_ && kind_ != XKind::kPlanesPlanes) {
       // the float stage (+ residual) in the driver's finish, per pixel (kRows)
       RowsCtx ctx{this, static_cast<float*>(c.out), res};
@@ -103,6 +104,7 @@ class QLayerOp : public Op {
       xconv2d(*kern_, xw, s, packed_, op_, st, c.threads);
       return;
     }
+#endif
     if (c.record) {
       record_.resize(static_cast<size_t>(rows * oc));
       accumulate(c, xw, s, record_.data());
