@@ -16,7 +16,10 @@
 //
 // Paths: portable (the reference twins: plain loops, any CPU) and avx512 (16 lanes, masked
 // tails).  avx2 / neon run the portable twins.  LOWBIT_LEAN (the standalone runner, kept
-// under its 1 MiB budget) compiles only the twins.
+// under its 1 MiB budget) compiles only the twins, and so does the SIMDe emulation build
+// (SIMDe lacks the masked float64 loads and conversions used here): the avx512 kernels are
+// checked against the twins natively, on every path, by tests/runtime/test_native.py
+// (word / lane edges, NaN and inf inputs).
 #pragma once
 
 #include <cmath>
@@ -125,7 +128,7 @@ inline void sign_rows_portable(const float* x, int64_t rows, int64_t c, uint64_t
     }
 }
 
-#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
 // f32(f64(x) * a + b) on 16 lanes given as two halves of float64 (lanes 0-7, 8-15).
 LOWBIT_TARGET_AVX512 static inline __m512 bn16(__m512d lo, __m512d hi, const double* a, const double* b,
                                                __mmask16 k) {
@@ -342,7 +345,7 @@ LOWBIT_TARGET_AVX512 inline void sign_rows_avx512(const float* x, int64_t rows, 
 }  // namespace rows_detail
 
 inline StepRowsFn find_step_rows(const std::string& path) {
-#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
   if (path == "avx512") return &rows_detail::step_rows_avx512;
 #endif
   (void)path;
@@ -350,7 +353,7 @@ inline StepRowsFn find_step_rows(const std::string& path) {
 }
 
 inline InputRowsF32Fn find_input_rows_f32(const std::string& path) {
-#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
   if (path == "avx512") return &rows_detail::input_rows_f32_avx512;
 #endif
   (void)path;
@@ -358,7 +361,7 @@ inline InputRowsF32Fn find_input_rows_f32(const std::string& path) {
 }
 
 inline InputRowsFn find_input_rows(const std::string& path) {
-#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
   if (path == "avx512") return &rows_detail::input_rows_avx512;
 #endif
   (void)path;
@@ -366,7 +369,7 @@ inline InputRowsFn find_input_rows(const std::string& path) {
 }
 
 inline SignRowsFn find_sign_rows(const std::string& path) {
-#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN)
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
   if (path == "avx512") return &rows_detail::sign_rows_avx512;
 #endif
   (void)path;
