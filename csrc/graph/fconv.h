@@ -88,6 +88,18 @@ class FConvOp : public Op {
     if (!gemm_) sp.fail("no float GEMM for path '" + sp.s("path") + "'");
     direct_ = kh_ == 1 && kw_ == 1 && sh_ == 1 && sw_ == 1 && ph_ == 0 && pw_ == 0 &&
               operand_ == Operand::kNone;
+#if !defined(LOWBIT_LEAN)
+    // a 1x1 conv with at most 8 output channels (detector heads): the small-oc kernel
+    if (direct_ && !b_trans_ && oc_ <= 8 && sp.i("direct", 1)) {
+      small_ = find_small_dense(sp.s("path", "portable"));
+      if (small_) {
+        small_kp_ = (K_ + 15) / 16 * 16;
+        small_wt_.assign(static_cast<size_t>(oc_ * small_kp_), 0.f);
+        for (int64_t t = 0; t < K_; ++t)
+          for (int64_t o = 0; o < oc_; ++o) small_wt_[static_cast<size_t>(o * small_kp_ + t)] = B_[t * oc_ + o];
+      }
+    }
+#endif
     copy_ = find_copy_runs(kw_ * in_.c, std::make_integer_sequence<int, 16>{});
     // few input channels (a first layer): the direct conv (fconv_direct.h); also any conv of
     // at most 64 output channels on few output pixels (use_direct) that the lane conv below
@@ -259,6 +271,11 @@ class FConvOp : public Op {
             im2col(x, r0, nr, cols);
             A = cols;
           }
+#if !defined(LOWBIT_LEAN)
+          if (small_ && direct_) {
+            small_(A, nr, K_, small_wt_.data(), small_kp_, oc_, C);
+          } else
+#endif
           gemm_(A, K_, B_, b_trans_ ? K_ : oc_, b_trans_, C, oc_, nr, K_, oc_);
         }
         const float* res = residual_ ? static_cast<const float*>(c.in[1]) + r0 * oc_ : nullptr;
@@ -435,6 +452,9 @@ class FConvOp : public Op {
   int64_t kh_, kw_, sh_, sw_, ph_, pw_, oc_, K_;
   float pad_, op_a_ = 0.f, op_b_ = 0.f;
   bool b_trans_, xnor_, direct_, residual_ = false, pool_ = false;
+  SmallDenseFn small_ = nullptr;   // 1x1, oc <= 8: float_rows.h's small-oc kernel
+  std::vector<float> small_wt_;    // its transposed, zero-padded weights
+  int64_t small_kp_ = 0;
   int64_t pkh_ = 1, pkw_ = 1, psh_ = 1, psw_ = 1, conv_h_ = 0, conv_w_ = 0;  // fused max pool
   std::vector<Step> post_;         // the pool's output program
   StepRowsFn post_rows_ = nullptr;

@@ -352,6 +352,56 @@ inline StepRowsFn find_step_rows(const std::string& path) {
   return &rows_detail::step_rows_portable;
 }
 
+// A 1x1 conv / dense with few output channels (a detector's heads: 2-4): y[p][o] = sum_k
+// x[p][k] w[k][o] for rows p < m, K = k, oc <= 8, weights transposed and zero padded to
+// whole 16-float chunks (wt: oc rows of kp floats).  The float GEMM's job (Eigen spends most of
+// such a call packing); it sums in its own order, like any GEMM (within 1e-5 of torch).
+using SmallDenseFn = void (*)(const float* x, int64_t m, int64_t k, const float* wt, int64_t kp, int64_t oc,
+                              float* y);
+
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
+namespace rows_detail {
+template <int OC>  // accumulators in registers, the output channels unrolled
+LOWBIT_TARGET_AVX512 static inline void small_dense_oc(const float* x, int64_t m, int64_t k, const float* wt,
+                                                       int64_t kp, float* y) {
+  for (int64_t p = 0; p < m; ++p) {
+    const float* xr = x + p * k;
+    __m512 acc[OC];
+    for (int o = 0; o < OC; ++o) acc[o] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < k; j += 16) {
+      const int64_t n = k - j < 16 ? k - j : 16;
+      const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>(n == 16 ? 0xFFFF : (1u << n) - 1), xr + j);
+      for (int o = 0; o < OC; ++o) acc[o] = _mm512_fmadd_ps(v, _mm512_loadu_ps(wt + o * kp + j), acc[o]);
+    }
+    for (int o = 0; o < OC; ++o) y[p * OC + o] = _mm512_reduce_add_ps(acc[o]);
+  }
+}
+
+LOWBIT_TARGET_AVX512 inline void small_dense_avx512(const float* x, int64_t m, int64_t k, const float* wt,
+                                                    int64_t kp, int64_t oc, float* y) {
+  switch (oc) {
+    case 1: return small_dense_oc<1>(x, m, k, wt, kp, y);
+    case 2: return small_dense_oc<2>(x, m, k, wt, kp, y);
+    case 3: return small_dense_oc<3>(x, m, k, wt, kp, y);
+    case 4: return small_dense_oc<4>(x, m, k, wt, kp, y);
+    case 5: return small_dense_oc<5>(x, m, k, wt, kp, y);
+    case 6: return small_dense_oc<6>(x, m, k, wt, kp, y);
+    case 7: return small_dense_oc<7>(x, m, k, wt, kp, y);
+    default: return small_dense_oc<8>(x, m, k, wt, kp, y);
+  }
+}
+}  // namespace rows_detail
+#endif
+
+// The small-oc kernel of `path`, or null (the float GEMM then).
+inline SmallDenseFn find_small_dense(const std::string& path) {
+#if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
+  if (path == "avx512") return &rows_detail::small_dense_avx512;
+#endif
+  (void)path;
+  return nullptr;
+}
+
 inline InputRowsF32Fn find_input_rows_f32(const std::string& path) {
 #if LOWBIT_X86_PATHS && !defined(LOWBIT_LEAN) && !defined(LOWBIT_SIMDE)
   if (path == "avx512") return &rows_detail::input_rows_f32_avx512;

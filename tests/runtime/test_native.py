@@ -573,3 +573,29 @@ def test_input_tables_every_path(channels, pixels, tmp_path):
             xb[-1, -1, 0, -1] = bad
             with pytest.raises(InputError):
                 rn.run(xb, normalized=True)
+
+
+@pytest.mark.parametrize("cin", [1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129])
+def test_small_oc_pointwise_conv(cin, tmp_path):
+    """1x1 convs with 1-8 output channels (a detector's heads) run the small-oc kernel on
+    avx512 (csrc/graph/float_rows.h: K in the lanes, masked last chunk) and the float GEMM
+    elsewhere (its reference): == torch and == Python within 1e-5 on every path, input channel
+    counts around the 16-float chunks, with a bias and a ReLU after."""
+    from torch import nn
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(cin, 1, 1), nn.Conv2d(cin, 5, 1), nn.Conv2d(cin, 8, 1, bias=False)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), torch.relu(self.b(x)), self.c(x)], 1)
+
+    torch.manual_seed(cin)
+    model = Heads().eval()
+    x = np.random.default_rng(cin).standard_normal((2, cin, 5, 7)).astype(np.float32)
+    path = tmp_path / "m.lbm"
+    export_model(model, path, None, input_shape=x.shape[1:])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    _check(path, [ref], None, x, True)
