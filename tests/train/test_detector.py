@@ -21,8 +21,9 @@ from lowbit.runtime.graph import Runtime
 from lowbit.train.checkpoint import load_checkpoint
 from lowbit.train.dataset import ImageSet
 from lowbit.train.detect_fit import export_detector, fit_detector, train_command
-from lowbit.train.detect_loss import (decode_torch, detection_loss, detection_metrics,
-                                      focal_loss, gaussian_radius, make_targets)
+from lowbit.train.detect_loss import (class_loss, decode_torch, detection_loss,
+                                      detection_metrics, focal_loss, gaussian_radius,
+                                      make_targets)
 from lowbit.train.detector import BACKBONES, build_detector
 
 torch.set_num_threads(1)
@@ -236,6 +237,26 @@ def test_gaussian_radius_keeps_iou_at_min_overlap():
         inter = (w - r) * (h - r)                                   # one in, one out
         shifted = inter / (2 * w * h - inter)
         assert min(shrunk, grown, shifted) == pytest.approx(0.7, abs=1e-9)
+
+
+def test_class_loss_is_softmax_cross_entropy_at_the_centres():
+    logits = torch.randn(2, 3, 4, 5)
+    target = torch.zeros(2, 3, 4, 5)
+    target[0, 2, 1, 3] = target[1, 0, 2, 2] = 1.0
+    target[0, 1, 0, 0] = 0.9                         # Gaussian tail: no centre, no term
+    want = -(torch.log_softmax(logits[0, :, 1, 3], 0)[2]
+             + torch.log_softmax(logits[1, :, 2, 2], 0)[0]) / 2
+    assert class_loss(logits, target, torch.tensor(2.0)).item() == pytest.approx(want.item())
+    t = {"heatmap": target, "mask": target.eq(1).any(1, keepdim=True).float(),
+         "size": torch.zeros(2, 2, 4, 5), "offset": torch.zeros(2, 2, 4, 5)}
+    out = (logits, torch.zeros(2, 2, 4, 5), torch.zeros(2, 2, 4, 5))
+    base, parts = detection_loss(out, t)
+    both, parts2 = detection_loss(out, t, class_weight=0.5)
+    assert "class" not in parts and parts2["class"] == pytest.approx(want.item())
+    assert both.item() == pytest.approx(base.item() + 0.5 * want.item(), rel=1e-6)
+    right = torch.full_like(logits, -5.0)            # true class far ahead: loss near 0
+    right[0, 2, 1, 3] = right[1, 0, 2, 2] = 5.0
+    assert class_loss(right, target, torch.tensor(2.0)).item() < 1e-3
 
 
 def test_focal_loss_is_centernets_formula():
@@ -469,7 +490,12 @@ def test_train_command_writes_checkpoint_history_and_model_file(tmp_path, monkey
     assert train_command("data", **{**kw, "epochs": 0}) == 2
     assert train_command("data", **{**kw, "stride": 5}) == 2
     fpn = tmp_path / "fpn"
-    assert train_command("data", **{**kw, "out": fpn, "stride": 4, "fpn": True}) == 0
+    assert train_command("data", **{**kw, "out": fpn, "stride": 4, "fpn": True,
+                                    "class_loss": 0.5}) == 0
+    hist = json.loads((fpn / "history.json").read_text())
+    assert hist[0]["train_class"] > 0 and "train_class" not in \
+        json.loads((out / "history.json").read_text())[0]
+    assert train_command("data", **{**kw, "out": tmp_path / "x", "class_loss": -1.0}) == 2
     det = Detector(fpn / "detector.lbm")
     assert det.stride == 4 and det.runtime.meta["model"]["kwargs"]["fpn"] is True
 

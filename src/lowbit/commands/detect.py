@@ -130,6 +130,9 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric", type=_shift, default=None, metavar="P",
                    help="random contrast 1+-P, brightness +-P (channel std units) and noise "
                         "up to P/3")
+    p.add_argument("--class-loss", type=float, default=None, metavar="W",
+                   help="weight of a softmax cross-entropy across the classes at each "
+                        "object's centre cell, added to the focal loss (default 0: off)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true")
@@ -194,7 +197,7 @@ def _train(a: argparse.Namespace) -> int:
                          a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
                          flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
                          head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
-                         fpn=a.fpn)
+                         fpn=a.fpn, class_loss=a.class_loss)
 
 
 def _eval(a: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ horizontal flips (``flip``), zooms in ``[1/(1+scale), 1+scale]`` about the centr
 by up to ``shift`` of the image size, boxes moved with the pixels, and photometric changes of
 strength ``photometric`` (contrast, brightness per image and channel, Gaussian noise; in
 channel-std units), drawn as a pure function of (seed, epoch); the
-:mod:`lowbit.train.detect_loss` loss; latent weights clipped after every step (``post_step``);
+:mod:`lowbit.train.detect_loss` loss (``class_loss``: the weight of its class cross-entropy
+term, 0 = off); latent weights clipped after every step (``post_step``);
 a checkpoint written atomically after every epoch (model, optimizer, schedule, RNG states,
 epoch, config with backbone / channels / classes / stride / input shape, normalisation), from
 which ``resume=True`` continues exactly; validation loss, precision / recall at IoU 0.5 and
@@ -51,7 +52,7 @@ __all__ = ["DEFAULTS", "MODEL_DEFAULTS", "DetectFitResult", "fit_detector", "eva
 
 DEFAULTS: dict[str, Any] = {"epochs": 16, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
                             "flip": True, "shift": 0.0, "scale": 0.0, "photometric": 0.3,
-                            "seed": 0, "optimizer": "adam",
+                            "seed": 0, "optimizer": "adam", "class_loss": 0.0,
                             "schedule": "cosine"}
 CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
 # the architecture ``detect train`` (and the demo) builds unless told otherwise; build_detector's
@@ -255,6 +256,7 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
         noise = rng2.uniform(0, ps / 3, n)
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
+    class_weight = float(config.get("class_loss", 0.0))     # absent in older runs' configs
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}", unit="batch",
                disable=None if progress else True, leave=False, dynamic_ncols=True, file=sys.stderr)
     for i in bar:
@@ -268,7 +270,7 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
                             None if shifts is None else shifts[idx],
                             None if zooms is None else zooms[idx], photo)
         t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev)
-        loss, parts = detection_loss(model(x), t)
+        loss, parts = detection_loss(model(x), t, class_weight=class_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -277,7 +279,7 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
                 m.post_step()
         sums["loss"] += float(loss.detach()) * len(idx)
         for key, v in parts.items():
-            sums[key] += v * len(idx)
+            sums[key] = sums.get(key, 0.0) + v * len(idx)
         if progress and (i % 10 == 0 or i == steps - 1):
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}")
     bar.close()
@@ -295,8 +297,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
                  shift: float | None = None, scale: float | None = None,
                  photometric: float | None = None, seed: int | None = None,
-                 out_dir: str | Path | None = None, resume: bool = False,
-                 overwrite: bool = False, threads: int | None = None,
+                 class_loss: float | None = None, out_dir: str | Path | None = None,
+                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
                  on_epoch_end: Callable[[dict], None] | None = None) -> DetectFitResult:
     """Train a detector on ``train`` (module docstring), validating on ``val`` after each epoch.
@@ -322,11 +324,14 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     if scale is not None and not 0 <= scale <= 1:
         raise ValueError(f"scale: expected a zoom range in [0, 1] (zoom in [1/(1+s), 1+s]), "
                          f"got {scale!r}")
+    if class_loss is not None and not (math.isfinite(class_loss) and class_loss >= 0):
+        raise ValueError(f"class_loss: expected a weight >= 0, got {class_loss!r}")
     if photometric is not None and not 0 <= photometric < 1:
         raise ValueError(f"photometric: expected a strength in [0, 1), got {photometric!r}")
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                       weight_decay=weight_decay, flip=flip, shift=shift,
-                                      scale=scale, photometric=photometric).items()
+                                      scale=scale, photometric=photometric,
+                                      class_loss=class_loss).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None
@@ -454,7 +459,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   scale: float | None = None, photometric: float | None = None,
                   head: str | None = None, head_channels: int | None = None,
                   stem_pool: bool | None = None, fpn: bool | None = None,
-                  progress: bool = True) -> int:
+                  class_loss: float | None = None, progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
     ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
     ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
@@ -488,7 +493,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
             args = {**MODEL_DEFAULTS, **args}
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
-                           scale=scale, photometric=photometric, out_dir=out_dir,
+                           scale=scale, photometric=photometric, class_loss=class_loss,
+                           out_dir=out_dir,
                            resume=resume, overwrite=overwrite, threads=threads,
                            progress=progress)
         size = export_detector(res.model, out_dir / MODEL_FILE, res.normalization,

@@ -24,6 +24,8 @@ Loss (``detection_loss``), with p = sigmoid(heatmap logit) and N the number of o
                             { (1 - Y)^b p^a log(1 - p)          otherwise      (a = 2, b = 4)
     L_size = 1/N sum_{centres} |size_pred - size|_1,   L_off = 1/N sum |offset_pred - offset|_1
     L      = L_k + lambda_size L_size + lambda_off L_off      (lambda_size = lambda_off = 1)
+             [+ lambda_cls L_cls,  L_cls = -1/N sum_{centres} log softmax_K(logits)[k]
+              (``class_weight``; 0 by default): the classes compete at the centre cell]
 
 The penalty-reduced focal loss (CenterNet's variant of Lin et al.'s focal loss) down-weights
 negatives near a centre by (1 - Y)^b; log(p) and log(1 - p) come from ``logsigmoid`` of the
@@ -42,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_radius", "draw_gaussian", "make_targets", "focal_loss", "detection_loss",
+__all__ = ["gaussian_radius", "draw_gaussian", "make_targets", "focal_loss", "class_loss",
+           "detection_loss",
            "decode_torch", "detection_metrics", "ALPHA", "BETA", "THRESHOLD", "TOPK"]
 
 ALPHA, BETA = 2.0, 4.0
@@ -126,10 +129,22 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, num_objects: torch.Te
     return -(pos_term.sum() + neg_term.sum()) / num_objects.clamp_min(1)
 
 
+def class_loss(logits: torch.Tensor, target: torch.Tensor, num_objects: torch.Tensor
+               ) -> torch.Tensor:
+    """Softmax cross-entropy across the K heatmap logits at each object's centre cell (where
+    ``target`` is 1 for its class), summed and divided by ``max(1, num_objects)``: the focal
+    loss scores every class on its own; this term ranks the true class above the others
+    where classes compete (T-shirt vs bag on small sprites)."""
+    pos = target.eq(1).to(logits.dtype)                            # (N, K, h, w) one-hot
+    return -(pos * F.log_softmax(logits, dim=1)).sum() / num_objects.clamp_min(1)
+
+
 def detection_loss(outputs, targets: dict, size_weight: float = 1.0,
-                   offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """``(total, {"heatmap", "size", "offset"})`` for model ``outputs`` = (heatmap_logits,
-    size, offset) and :func:`make_targets`' maps as tensors on the outputs' device."""
+                   offset_weight: float = 1.0, class_weight: float = 0.0
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(total, {"heatmap", "size", "offset"[, "class"]})`` for model ``outputs`` =
+    (heatmap_logits, size, offset) and :func:`make_targets`' maps as tensors on the outputs'
+    device; ``class_weight`` > 0 adds that times :func:`class_loss` (and its "class" part)."""
     hm, size, off = outputs
     n_obj = targets["mask"].sum()
     mask = targets["mask"]                                         # (N, 1, h, w)
@@ -137,8 +152,13 @@ def detection_loss(outputs, targets: dict, size_weight: float = 1.0,
     l_size = ((size - targets["size"]).abs() * mask).sum() / n_obj.clamp_min(1)
     l_off = ((off - targets["offset"]).abs() * mask).sum() / n_obj.clamp_min(1)
     total = l_hm + size_weight * l_size + offset_weight * l_off
-    return total, {"heatmap": float(l_hm.detach()), "size": float(l_size.detach()),
-                   "offset": float(l_off.detach())}
+    parts = {"heatmap": float(l_hm.detach()), "size": float(l_size.detach()),
+             "offset": float(l_off.detach())}
+    if class_weight > 0:
+        l_cls = class_loss(hm, targets["heatmap"], n_obj)
+        total = total + class_weight * l_cls
+        parts["class"] = float(l_cls.detach())
+    return total, parts
 
 
 # -- validation: decode (torch twin of lowbit.detect.decode) and precision / recall / AP --------
