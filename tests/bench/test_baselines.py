@@ -81,3 +81,33 @@ def test_ort_int8_static_qdq_agrees_with_fp32(tmp_path):
     f, i8 = sys["ort-fp32"].run(test), q.run(test)
     assert (f.argmax(1) == i8.argmax(1)).mean() >= 0.9
     assert np.linalg.norm(i8 - f) / np.linalg.norm(f) < 0.1
+
+
+def test_ort_int8_of_a_model_with_nearest_upsampling_and_concat(tmp_path):
+    """An FPN-like graph (upsample x2 + concat, as the detector's ``fpn`` head): int8 runs and
+    keeps the channel count (quantizing Resize's scales used to drop a channel)."""
+    from torch import nn
+
+    class Fpn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.head = nn.Conv2d(12, 3, 1)
+
+        def forward(self, x):
+            a = torch.relu(self.a(x))
+            return self.head(torch.cat([a, self.up(torch.relu(self.b(a)))], 1))
+
+    torch.manual_seed(0)
+    m = Fpn().eval()
+    calib = np.random.default_rng(0).normal(size=(16, 1, 16, 16)).astype(np.float32)
+    fp32 = B.export_onnx(m, tmp_path / "f.onnx", input_shape=(1, 1, 16, 16))
+    q = B.quantize_int8(fp32, tmp_path / "q.onnx", calib)
+    x = calib[:1]
+    got = B.ort_runner(q).run(x)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (1, 3, 16, 16)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.1

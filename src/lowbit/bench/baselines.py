@@ -243,8 +243,12 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
             src = fp32_path
         import onnx
         # BatchNorm that ORT could not fold (BN after a pool) stays float: per-channel weight
-        # quantization does not apply to its rank-1 scale.
-        ops = sorted({n.op_type for n in onnx.load(str(src)).graph.node} - {"BatchNormalization"})
+        # quantization does not apply to its rank-1 scale.  Resize (nearest upsampling) and
+        # Constant stay float too: otherwise Resize's `scales` input (1, 1, 2, 2) is quantized
+        # like an activation, 1 comes back as 0.996 and the output loses a channel (a
+        # detector's FPN head got 95 of 96 channels).
+        ops = sorted({n.op_type for n in onnx.load(str(src)).graph.node}
+                     - {"BatchNormalization", "Resize", "Constant"})
         quantize_static(str(src), str(out_path), ImageReader(images), op_types_to_quantize=ops,
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
