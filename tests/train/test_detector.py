@@ -313,7 +313,7 @@ def test_detection_metrics_by_hand():
 
 # -- training -----------------------------------------------------------------------------------
 def test_augmentation_moves_pixels_and_boxes_together():
-    from lowbit.train.detect_fit import _augment
+    from lowbit.train.detect_augment import augment_batch as _augment
     x = torch.zeros(3, 1, 16, 24)
     x[:, :, 4:8, 2:6] = 1.0                                     # the object of every image
     boxes = [np.array([[2, 4, 6, 8]], np.float32)] * 3
@@ -332,7 +332,7 @@ def test_augmentation_moves_pixels_and_boxes_together():
 
 
 def test_zoom_and_photometric_keep_boxes_on_their_pixels():
-    from lowbit.train.detect_fit import _augment
+    from lowbit.train.detect_augment import augment_batch as _augment
     x = torch.zeros(3, 2, 48, 64)
     x[:, :, 20:30, 24:36] = 1.0                                 # the object of every image
     boxes = [np.array([[24, 20, 36, 30]], np.float32)] * 3
