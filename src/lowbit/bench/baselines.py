@@ -28,6 +28,7 @@ torch and onnxruntime are imported lazily, inside functions: this module is impo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -229,11 +230,13 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
     """Static int8 QDQ model of ``fp32_path`` calibrated on ``images`` (module docstring)."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
     if reduce_range is None:
         reduce_range = not has_vnni()
     src = fp32_path
-    with tempfile.TemporaryDirectory() as tmp:
+    # ORT's shape inference and calibrator write scratch files (sym_shape_infer_temp.onnx,
+    # *.data) into the working directory: run them inside the temporary one
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         try:  # shape inference + ORT graph optimisation (folds BatchNorm into conv / gemm)
             from onnxruntime.quantization.shape_inference import quant_pre_process
             pre = Path(tmp) / "pre.onnx"
