@@ -133,6 +133,15 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-loss", type=float, default=None, metavar="W",
                    help="weight of a softmax cross-entropy across the classes at each "
                         "object's centre cell, added to the focal loss (default 0: off)")
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="knowledge distillation: also learn this trained detector's heatmap "
+                        "(a checkpoint of the same classes, stride and input size, e.g. the "
+                        "float twin)")
+    p.add_argument("--distill", type=float, default=None, metavar="A",
+                   help="with --teacher: weight of the soft term, heatmap loss = (1-A) focal + "
+                        "A T^2 KL (default 0.5; 1 = the teacher's heatmap only)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="with --teacher: temperature of both models' heatmap logits (default 1)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true")
@@ -197,7 +206,8 @@ def _train(a: argparse.Namespace) -> int:
                          a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
                          flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
                          head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
-                         fpn=a.fpn, class_loss=a.class_loss)
+                         fpn=a.fpn, class_loss=a.class_loss, teacher=a.teacher,
+                         distill=a.distill, temperature=a.temperature)
 
 
 def _eval(a: argparse.Namespace) -> int:

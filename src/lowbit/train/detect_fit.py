@@ -8,7 +8,10 @@ by up to ``shift`` of the image size, boxes moved with the pixels, and photometr
 strength ``photometric`` (contrast, brightness per image and channel, Gaussian noise; in
 channel-std units), drawn as a pure function of (seed, epoch); the
 :mod:`lowbit.train.detect_loss` loss (``class_loss``: the weight of its class cross-entropy
-term, 0 = off); latent weights clipped after every step (``post_step``);
+term, 0 = off); with ``teacher`` (a trained detector checkpoint of the same classes, stride
+and input size, e.g. the float twin) its heatmap is distilled into the student's
+(``detect_loss.heatmap_distillation``, weight ``distill``, temperature ``temperature``);
+latent weights clipped after every step (``post_step``);
 a checkpoint written atomically after every epoch (model, optimizer, schedule, RNG states,
 epoch, config with backbone / channels / classes / stride / input shape, normalisation), from
 which ``resume=True`` continues exactly; validation loss, precision / recall at IoU 0.5 and
@@ -44,6 +47,7 @@ from .detect_augment import augment_batch
 from .detect_loss import (THRESHOLD, TOPK, decode_torch, detection_loss, detection_metrics,
                           make_targets)
 from .detector import DETECTOR, detector_spec, out_size
+from .distill import Teacher
 from .export import build_graph, export_model
 from .loop import resolve_device, seed_everything
 from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
@@ -168,7 +172,38 @@ def _num_classes(d) -> int:
     return max(top, len(d.names or []))
 
 
-def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
+def _distill_config(teacher, distill, temperature) -> dict:
+    """The config entries of a distillation run (none without a teacher)."""
+    if teacher is None:
+        if distill is not None or temperature is not None:
+            raise ValueError("distill / temperature: they weigh a teacher's heatmap; give the "
+                             "teacher checkpoint too (--teacher)")
+        return {}
+    if distill is not None and not 0.0 < distill <= 1.0:
+        raise ValueError(f"distill: expected a weight in (0, 1], got {distill!r}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    return {"teacher": str(teacher), "distill": 0.5 if distill is None else float(distill),
+            "temperature": 1.0 if temperature is None else float(temperature)}
+
+
+def _teacher(config: dict, norm: Normalization, dev) -> Teacher | None:
+    """The frozen teacher detector of a distillation run, checked against the student."""
+    if not config.get("teacher"):
+        return None
+    path = config["teacher"]
+    tutor = Teacher(path, norm, tuple(config["input_shape"]), config["distill"],
+                    config["temperature"], dev)
+    stride, k = getattr(tutor.model, "stride", None), getattr(tutor.model, "num_classes", None)
+    if (stride, k) != (int(config["stride"]), int(config["num_classes"])):
+        raise ValueError(f"{path}: teacher: expected a detector of stride {config['stride']} "
+                         f"with {config['num_classes']} classes like the student, got "
+                         f"{'not a detector' if stride is None else f'stride {stride}, {k} classes'}")
+    return tutor
+
+
+def _epoch(model, opt, sched, d, images, config, epoch, progress, post,
+           tutor: Teacher | None = None) -> dict:
     """One training epoch; returns its mean losses."""
     n, bs = len(d.images), int(config["batch_size"])
     steps, seed, stride = math.ceil(n / bs), int(config["seed"]), int(config["stride"])
@@ -203,7 +238,10 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post) -> dict:
                             None if shifts is None else shifts[idx],
                             None if zooms is None else zooms[idx], photo)
         t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev)
-        loss, parts = detection_loss(model(x), t, class_weight=class_weight)
+        kd = {} if tutor is None else {"teacher_heatmap": tutor.logits(x)[0],
+                                       "distill": tutor.alpha,
+                                       "temperature": tutor.temperature}
+        loss, parts = detection_loss(model(x), t, class_weight=class_weight, **kd)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -230,8 +268,9 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
                  shift: float | None = None, scale: float | None = None,
                  photometric: float | None = None, seed: int | None = None,
-                 class_loss: float | None = None, out_dir: str | Path | None = None,
-                 resume: bool = False, overwrite: bool = False, threads: int | None = None,
+                 class_loss: float | None = None, teacher: str | Path | None = None,
+                 distill: float | None = None, temperature: float | None = None,
+                 out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
                  on_epoch_end: Callable[[dict], None] | None = None) -> DetectFitResult:
     """Train a detector on ``train`` (module docstring), validating on ``val`` after each epoch.
@@ -241,8 +280,10 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     classes come from the data) or a model it built.  Settings left None take
     :data:`DEFAULTS` (on resume: the run's own; a different explicit value is an error).
     With ``out_dir`` a checkpoint is written there after every epoch; an existing one is an
-    error unless ``resume`` (continue it exactly) or ``overwrite``.  ``on_epoch_end(record)``
-    runs after each checkpoint."""
+    error unless ``resume`` (continue it exactly) or ``overwrite``.  ``teacher`` /
+    ``distill`` (default 0.5) / ``temperature`` (default 1): knowledge distillation from a
+    trained detector's heatmap (module docstring).  ``on_epoch_end(record)`` runs after each
+    checkpoint."""
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
@@ -264,7 +305,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                       weight_decay=weight_decay, flip=flip, shift=shift,
                                       scale=scale, photometric=photometric,
-                                      class_loss=class_loss).items()
+                                      class_loss=class_loss,
+                                      **_distill_config(teacher, distill, temperature)).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None
@@ -292,10 +334,11 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
         if progress:
             print(f"resuming {ckpt_path} after epoch {start}/{config['epochs']}", file=sys.stderr)
     post = [m for m in model.modules() if callable(getattr(m, "post_step", None))]
+    tutor = _teacher(config, norm, dev)
     for epoch in range(start, int(config["epochs"])):
         model.train()
         t0 = time.perf_counter()
-        rec = _epoch(model, opt, sched, d, images, config, epoch, progress, post)
+        rec = _epoch(model, opt, sched, d, images, config, epoch, progress, post, tutor)
         if v is not None:
             m = evaluate_detector(model, v, norm, int(config["stride"]))
             rec.update({f"val_{k}": x for k, x in m.items()})
@@ -392,7 +435,9 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   scale: float | None = None, photometric: float | None = None,
                   head: str | None = None, head_channels: int | None = None,
                   stem_pool: bool | None = None, fpn: bool | None = None,
-                  class_loss: float | None = None, progress: bool = True) -> int:
+                  class_loss: float | None = None, teacher: str | None = None,
+                  distill: float | None = None, temperature: float | None = None,
+                  progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
     ``OUT/checkpoint.pt`` (every epoch), ``OUT/history.json`` and ``OUT/detector.lbm``.
     ``model``: backbone (``bnn`` default, ``xnor``, ``bwn``, ``twn``, ``dorefa:W,A,G``,
@@ -413,6 +458,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
         return fail(cmd, f"--stride: expected 4, 8 or 16, got {stride!r}")
     if resume and overwrite:
         return fail(cmd, "--resume and --overwrite exclude each other")
+    if teacher is not None and not Path(teacher).is_file():
+        return fail(cmd, f"--teacher {teacher}: no such checkpoint")
     try:
         out_dir = check_out_dir(out)
         if (out_dir / CHECKPOINT).exists() and not (resume or overwrite):
@@ -427,6 +474,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
                            scale=scale, photometric=photometric, class_loss=class_loss,
+                           teacher=teacher, distill=distill, temperature=temperature,
                            out_dir=out_dir,
                            resume=resume, overwrite=overwrite, threads=threads,
                            progress=progress)

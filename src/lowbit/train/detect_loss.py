@@ -26,6 +26,8 @@ Loss (``detection_loss``), with p = sigmoid(heatmap logit) and N the number of o
     L      = L_k + lambda_size L_size + lambda_off L_off      (lambda_size = lambda_off = 1)
              [+ lambda_cls L_cls,  L_cls = -1/N sum_{centres} log softmax_K(logits)[k]
               (``class_weight``; 0 by default): the classes compete at the centre cell]
+    with a teacher (knowledge distillation, ``heatmap_distillation``; weight a, temperature T):
+    L_k   <- (1 - a) L_k + a T^2/N sum_{xyk} KL( sigmoid(t/T) || sigmoid(s/T) )  (Bernoulli KL)
 
 The penalty-reduced focal loss (CenterNet's variant of Lin et al.'s focal loss) down-weights
 negatives near a centre by (1 - Y)^b; log(p) and log(1 - p) come from ``logsigmoid`` of the
@@ -45,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["gaussian_radius", "draw_gaussian", "make_targets", "focal_loss", "class_loss",
-           "detection_loss",
+           "heatmap_distillation", "detection_loss",
            "decode_torch", "detection_metrics", "ALPHA", "BETA", "THRESHOLD", "TOPK"]
 
 ALPHA, BETA = 2.0, 4.0
@@ -139,16 +141,48 @@ def class_loss(logits: torch.Tensor, target: torch.Tensor, num_objects: torch.Te
     return -(pos * F.log_softmax(logits, dim=1)).sum() / num_objects.clamp_min(1)
 
 
+def heatmap_distillation(student: torch.Tensor, teacher: torch.Tensor,
+                         num_objects: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Knowledge distillation of a heatmap (Hinton et al. 2015 with a sigmoid per class and
+    cell instead of one softmax): the Bernoulli KL divergence
+
+        KL(q || p) = q log(q / p) + (1 - q) log((1 - q) / (1 - p)),
+        q = sigmoid(teacher / T),  p = sigmoid(student / T),
+
+    summed over every cell and class, times ``T^2``, divided by ``max(1, num_objects)``
+    (the focal loss's normalisation).  It is 0 where the student agrees with the teacher, so
+    the many background cells the teacher is sure of add little; its gradient in the student's
+    logit is ``T (p - q)``.  ``student``, ``teacher``: logits (N, K, h, w)."""
+    t = float(temperature)
+    s, q_logit = student / t, teacher.detach() / t
+    q = torch.sigmoid(q_logit)
+    kl = q * (F.logsigmoid(q_logit) - F.logsigmoid(s)) + \
+        (1 - q) * (F.logsigmoid(-q_logit) - F.logsigmoid(-s))
+    return kl.sum() * (t * t) / num_objects.clamp_min(1)
+
+
 def detection_loss(outputs, targets: dict, size_weight: float = 1.0,
-                   offset_weight: float = 1.0, class_weight: float = 0.0
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``(total, {"heatmap", "size", "offset"[, "class"]})`` for model ``outputs`` =
-    (heatmap_logits, size, offset) and :func:`make_targets`' maps as tensors on the outputs'
-    device; ``class_weight`` > 0 adds that times :func:`class_loss` (and its "class" part)."""
+                   offset_weight: float = 1.0, class_weight: float = 0.0,
+                   teacher_heatmap: torch.Tensor | None = None, distill: float = 0.5,
+                   temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(total, {"heatmap", "size", "offset"[, "class"][, "distill"]})`` for model
+    ``outputs`` = (heatmap_logits, size, offset) and :func:`make_targets`' maps as tensors on
+    the outputs' device; ``class_weight`` > 0 adds that times :func:`class_loss` (and its
+    "class" part); with ``teacher_heatmap`` (a teacher's heatmap logits on the same batch) the
+    heatmap term is ``(1 - distill) * focal + distill * heatmap_distillation`` (module
+    docstring; sizes and offsets keep the ground truth)."""
     hm, size, off = outputs
     n_obj = targets["mask"].sum()
     mask = targets["mask"]                                         # (N, 1, h, w)
     l_hm = focal_loss(hm, targets["heatmap"], n_obj)
+    l_kd = None
+    if teacher_heatmap is not None:
+        if teacher_heatmap.shape != hm.shape:
+            raise ValueError(f"teacher: its heatmap is {tuple(teacher_heatmap.shape)}, the "
+                             f"student's {tuple(hm.shape)} (same classes, stride and input "
+                             f"size needed)")
+        l_kd = heatmap_distillation(hm, teacher_heatmap, n_obj, temperature)
+        l_hm = (1.0 - distill) * l_hm + distill * l_kd
     l_size = ((size - targets["size"]).abs() * mask).sum() / n_obj.clamp_min(1)
     l_off = ((off - targets["offset"]).abs() * mask).sum() / n_obj.clamp_min(1)
     total = l_hm + size_weight * l_size + offset_weight * l_off
@@ -158,6 +192,8 @@ def detection_loss(outputs, targets: dict, size_weight: float = 1.0,
         l_cls = class_loss(hm, targets["heatmap"], n_obj)
         total = total + class_weight * l_cls
         parts["class"] = float(l_cls.detach())
+    if l_kd is not None:
+        parts["distill"] = float(l_kd.detach())
     return total, parts
 
 
