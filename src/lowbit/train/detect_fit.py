@@ -47,7 +47,7 @@ from .detect_augment import augment_batch
 from .detect_loss import (THRESHOLD, TOPK, decode_torch, detection_loss, detection_metrics,
                           make_targets)
 from .detector import DETECTOR, detector_spec, out_size
-from .distill import Teacher
+from .distill import Teacher, distill_config
 from .export import build_graph, export_model
 from .loop import resolve_device, seed_everything
 from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
@@ -172,21 +172,6 @@ def _num_classes(d) -> int:
     return max(top, len(d.names or []))
 
 
-def _distill_config(teacher, distill, temperature) -> dict:
-    """The config entries of a distillation run (none without a teacher)."""
-    if teacher is None:
-        if distill is not None or temperature is not None:
-            raise ValueError("distill / temperature: they weigh a teacher's heatmap; give the "
-                             "teacher checkpoint too (--teacher)")
-        return {}
-    if distill is not None and not 0.0 < distill <= 1.0:
-        raise ValueError(f"distill: expected a weight in (0, 1], got {distill!r}")
-    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-    return {"teacher": str(teacher), "distill": 0.5 if distill is None else float(distill),
-            "temperature": 1.0 if temperature is None else float(temperature)}
-
-
 def _teacher(config: dict, norm: Normalization, dev) -> Teacher | None:
     """The frozen teacher detector of a distillation run, checked against the student."""
     if not config.get("teacher"):
@@ -306,7 +291,7 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                                       weight_decay=weight_decay, flip=flip, shift=shift,
                                       scale=scale, photometric=photometric,
                                       class_loss=class_loss,
-                                      **_distill_config(teacher, distill, temperature)).items()
+                                      **distill_config(teacher, distill, temperature, 1.0)).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
     ckpt = None

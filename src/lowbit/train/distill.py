@@ -17,6 +17,7 @@ its input normalisation differs from the student's, the batch is re-normalised p
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model
 
-__all__ = ["Teacher", "distillation_loss"]
+__all__ = ["Teacher", "distillation_loss", "distill_config"]
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
@@ -39,6 +40,23 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
     if alpha >= 1.0:
         return soft
     return (1.0 - alpha) * hard(student, labels) + alpha * soft
+
+
+def distill_config(teacher, distill, temperature, default_temperature: float = 4.0) -> dict:
+    """The config entries of a distillation run: ``teacher`` (path), ``distill`` (default 0.5)
+    and ``temperature`` (default ``default_temperature``); none without a teacher, and a
+    weight or temperature without one is an error."""
+    if teacher is None:
+        if distill is not None or temperature is not None:
+            raise ValueError("distill / temperature: they weigh a teacher's soft targets; "
+                             "give the teacher checkpoint too (--teacher)")
+        return {}
+    if distill is not None and not 0.0 < distill <= 1.0:
+        raise ValueError(f"distill: expected a weight in (0, 1], got {distill!r}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    return {"teacher": str(teacher), "distill": 0.5 if distill is None else float(distill),
+            "temperature": float(default_temperature if temperature is None else temperature)}
 
 
 def _channels(values, n: int) -> torch.Tensor:

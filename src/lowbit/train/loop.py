@@ -41,7 +41,7 @@ from .augment import Augment
 from .checkpoint import (build_model, load_checkpoint, model_spec, save_checkpoint,
                          set_rng_state)
 from .dataset import ImageSet, check_arrays
-from .distill import Teacher
+from .distill import Teacher, distill_config
 from .optimizers import lr_at, make_optimizer, make_schedule, set_lr
 
 __all__ = ["DEFAULTS", "CHECKPOINT", "FitResult", "fit", "evaluate", "resolve_device",
@@ -234,7 +234,7 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
     explicit = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size,
                                       optimizer=optimizer, schedule=schedule,
                                       weight_decay=weight_decay, seed=seed, augment=augment,
-                                      **_distill_config(teacher, distill, temperature),
+                                      **distill_config(teacher, distill, temperature),
                                       **settings).items()
                 if v is not None}
     train_x, train_y = check_arrays(*train, what="train images")
@@ -319,17 +319,6 @@ def _fit(model: nn.Module | str, train, val=None, *, epochs: int | None = None,
         if on_epoch_end is not None:
             on_epoch_end(rec)
     return FitResult(model, history, config, norm, ckpt_path)
-
-
-def _distill_config(teacher, distill, temperature) -> dict:
-    """The config entries of a distillation run (none without a teacher)."""
-    if teacher is None:
-        if distill is not None or temperature is not None:
-            raise ValueError("distill / temperature: they weigh a teacher's soft labels; "
-                             "give the teacher checkpoint too (--teacher)")
-        return {}
-    return {"teacher": str(teacher), "distill": 0.5 if distill is None else float(distill),
-            "temperature": 4.0 if temperature is None else float(temperature)}
 
 
 def _open_checkpoint(ckpt_path: Path | None, resume: bool, overwrite: bool, progress: bool,
