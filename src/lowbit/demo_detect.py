@@ -47,8 +47,8 @@ def _fit(out_dir: Path, cfg: dict, threads: int, log):
     """Train and export the default binary detector; ``(result, model path, images, s)``."""
     import torch
 
-    from lowbit.train.detect_fit import (MODEL_DEFAULTS, MODEL_FILE, export_detector,
-                                         fit_detector, load_data)
+    from lowbit.train.detect_command import load_data
+    from lowbit.train.detect_fit import MODEL_DEFAULTS, MODEL_FILE, export_detector, fit_detector
     before = torch.get_num_threads()
     t0 = time.perf_counter()
     train, val = load_data(out_dir / "data")

@@ -87,7 +87,7 @@ def test_make_dataset_splits_seeds_and_matches_make_video(tmp_path):
 
 def test_load_data_joins_folders(tmp_path):
     from lowbit.data.synth import make_dataset
-    from lowbit.train.detect_fit import load_data
+    from lowbit.train.detect_command import load_data
     make_dataset(tmp_path / "a", videos=1, frames=10, seed=0, size=(64, 48), every=5,
                  val_videos=1, progress=False)
     make_dataset(tmp_path / "b", videos=1, frames=15, seed=9, size=(64, 48), every=5,

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lowbit.train.checkpoint import load_checkpoint
-from lowbit.train.detect_fit import fit_detector, train_command
+from lowbit.train.detect_command import train_command
+from lowbit.train.detect_fit import fit_detector
 from lowbit.train.detect_loss import detection_loss, focal_loss, heatmap_distillation
 
 torch.set_num_threads(1)

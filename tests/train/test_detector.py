@@ -20,7 +20,8 @@ from lowbit.detect.detector import Detector
 from lowbit.runtime.graph import Runtime
 from lowbit.train.checkpoint import load_checkpoint
 from lowbit.train.dataset import ImageSet
-from lowbit.train.detect_fit import export_detector, fit_detector, train_command
+from lowbit.train.detect_command import train_command
+from lowbit.train.detect_fit import export_detector, fit_detector
 from lowbit.train.detect_loss import (class_loss, decode_torch, detection_loss,
                                       detection_metrics, focal_loss, gaussian_radius,
                                       make_targets)
@@ -516,7 +517,7 @@ def _write_yolo(root: Path, split: str, data) -> None:
 def test_load_data_reads_a_yolo_folder(tmp_path):
     """With the real reader: a val split of its own, or the last 15% of train held out."""
     pytest.importorskip("lowbit.data.yolo")
-    from lowbit.train.detect_fit import load_data
+    from lowbit.train.detect_command import load_data
     train, val = shapes(20, seed=0), shapes(4, seed=1)
     _write_yolo(tmp_path / "a", "train", train)
     _write_yolo(tmp_path / "a", "val", val)

@@ -198,7 +198,7 @@ def _train(a: argparse.Namespace) -> int:
     from lowbit.cliargs import TORCH_HINT, fail, torch_missing
     if torch_missing():
         return fail("detect train", TORCH_HINT)
-    from lowbit.train.detect_fit import train_command
+    from lowbit.train.detect_command import train_command
     blocks = a.blocks
     if blocks is not None and blocks.strip().isdigit():
         blocks = int(blocks)
