@@ -3,6 +3,7 @@
 tests/runtime/test_export.py) and the three models defined only in tests/runtime/test_dag.py.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exactness.py [--json PATH]
+        [--checkpoint CKPT ...] [--checkpoints-only] [--executor native|python]
 
 Prints, per model, how many of the 10 000 predictions differ, the largest float difference
 relative to the image's largest logit, and on how many images it exceeds 1e-5 (a float first
@@ -30,14 +31,14 @@ from lowbit.train.checkpoint import build_model, load_model  # noqa: E402
 from lowbit.train.export import export_model  # noqa: E402
 
 
-def compare(model, images, norm, shape, tmp) -> dict:
+def compare(model, images, norm, shape, tmp, executor=None) -> dict:
     model.eval()
     path = Path(tmp) / "m.lbm"
     export_model(model, path, norm, input_shape=shape)
     mean = np.asarray(norm["mean"], np.float64).reshape(1, -1, 1, 1)
     std = np.asarray(norm["std"], np.float64).reshape(1, -1, 1, 1)
     x = ((images / 255.0 - mean) / std).astype(np.float32)
-    rt = Runtime(path)
+    rt = Runtime(path, executor=executor)
     ref, out = [], []
     with torch.no_grad():
         for s in range(0, len(x), 1000):
@@ -54,30 +55,38 @@ def compare(model, images, norm, shape, tmp) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
-    ap.add_argument("--checkpoint", action="append", default=[])
+    ap.add_argument("--checkpoint", action="append", default=[],
+                    help="a trained checkpoint to compare as well (repeatable)")
+    ap.add_argument("--checkpoints-only", action="store_true",
+                    help="only the --checkpoint models, not the recipes and test models")
+    ap.add_argument("--executor", choices=["native", "python"], default=None,
+                    help="the runtime's executor (default: native when built)")
     args = ap.parse_args()
+    ex = args.executor
     torch.set_num_threads(1)
     gray = _fmnist(10000)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kw in CASES:
+        for name, kw in ([] if args.checkpoints_only else CASES):
             torch.manual_seed(0)
             m = build_model(name, **kw)
             randomize_bn(m)
-            rows[f"{name} {kw or ''}".strip()] = compare(m, gray, NORM, (1, 28, 28), tmp)
+            rows[f"{name} {kw or ''}".strip()] = compare(m, gray, NORM, (1, 28, 28), tmp, ex)
             print(list(rows.items())[-1], flush=True)
         for label, make, norm, c, size in [("test: residual binary", ResidualBinary, NORM1, 1, 28),
                                            ("test: RGB 3x32x32", RGBNet, NORM3, 3, 32),
-                                           ("test: float + BN", _float_bn_net, NORM1, 1, 28)]:
+                                           ("test: float + BN", _float_bn_net, NORM1, 1, 28)
+                                           ] if not args.checkpoints_only else []:
             torch.manual_seed(0)
             m = make()
             randomize_bn(m)
-            rows[label] = compare(m, _fmnist(10000, c, size), norm, (c, size, size), tmp)
+            rows[label] = compare(m, _fmnist(10000, c, size), norm, (c, size, size), tmp, ex)
             print(list(rows.items())[-1], flush=True)
         for ck in args.checkpoint:
             m, meta = load_model(ck)
             shape = tuple(meta.get("input_shape") or (1, 28, 28))
-            rows[f"trained: {ck}"] = compare(m, gray, meta["normalization"].to_dict(), shape, tmp)
+            rows[f"trained: {ck}"] = compare(m, gray, meta["normalization"].to_dict(), shape, tmp,
+                                             ex)
             print(list(rows.items())[-1], flush=True)
     bad = sum(r["mismatches"] for r in rows.values())
     print(f"{len(rows)} models x 10000 images: {bad} predictions differ")
