@@ -26,7 +26,7 @@ def test_cli_end_to_end(tmp_path, capsys):
                 str(d / "run"), "--epochs", "1", "--width", "8", "--batch-size", "16",
                 "--stem-pool", "--blocks", "1,1", "--head", "quant", "--no-flip",
                 "--shift", "0.1", "--scale", "0.2", "--photometric", "0.3",
-                "--threads", "1"]) == 0
+                "--neighbours", "0.25", "--threads", "1"]) == 0
     capsys.readouterr()
     model = d / "run" / "detector.lbm"
     ck = json.loads((d / "run" / "history.json").read_text())
@@ -34,6 +34,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     import torch
     cfg = torch.load(d / "run" / "checkpoint.pt", weights_only=False)["config"]
     assert (cfg["flip"], cfg["shift"], cfg["scale"], cfg["photometric"]) == (False, 0.1, 0.2, 0.3)
+    assert cfg["neighbours"] == 0.25
     assert cfg["train_size"] == 20 + 34 and cfg["input_shape"] == [3, 48, 64]
 
     assert cli(["detect", "eval", "--model", str(model), "--data", str(d / "vid"),
@@ -56,6 +57,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert cli(["detect", "train", "--data", str(d / "ds"), "--out", str(d / "bad"),
                 "--blocks", "1,2,3", "--stem-pool"]) == 2
     assert "blocks" in capsys.readouterr().err
+    assert cli(["detect", "train", "--data", str(d / "ds"), "--out", str(d / "bad3"),
+                "--neighbours", "-1"]) == 2
+    assert "neighbours" in capsys.readouterr().err
     assert cli(["detect", "synth", "--out", str(d / "bad2"), "--videos", "2",
                 "--val-videos", "-1"]) == 2
 

@@ -95,9 +95,12 @@ def test_border_peaks_and_clipping_to_the_image():
 def test_offsets_are_clipped_and_image_size_overrides_the_grid():
     hm, size, off = maps(h=4, w=5)
     hm[0, 0, 1, 1] = logit(0.9)
-    off[0, :, 1, 1] = (-0.5, 1.5)
-    (d,) = decode(hm, size, off, stride=8, image_size=(20, 30))   # (H, W)
-    np.testing.assert_allclose(d.xyxy, [[4, 12, 12, 20]])          # y2 16 + 4 -> clipped to 20
+    off[0, :, 1, 1] = (-1.5, 2.5)                  # clipped to [-1, 2]: centre (0, 24)
+    (d,) = decode(hm, size, off, stride=8, image_size=(26, 30))   # (H, W)
+    np.testing.assert_allclose(d.xyxy, [[0, 20, 4, 26]])          # x1 -4 -> 0, y2 28 -> 26
+    off[0, :, 1, 1] = (-0.5, 1.5)                  # inside the range: kept (a neighbour cell)
+    (d,) = decode(hm, size, off, stride=8, image_size=(26, 30))
+    np.testing.assert_allclose(d.xyxy, [[0, 16, 8, 24]])
 
 
 def test_huge_sizes_do_not_overflow():

@@ -133,6 +133,10 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-loss", type=float, default=None, metavar="W",
                    help="weight of a softmax cross-entropy across the classes at each "
                         "object's centre cell, added to the focal loss (default 0: off)")
+    p.add_argument("--neighbours", type=float, default=None, metavar="W",
+                   help="also train box size and offset at the 8 cells around each object's "
+                        "centre cell, with this weight, so a heatmap peak one cell off still "
+                        "gives a well-placed box (default 0: the centre cell only)")
     p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
                    help="knowledge distillation: also learn this trained detector's heatmap "
                         "(a checkpoint of the same classes, stride and input size, e.g. the "
@@ -206,7 +210,8 @@ def _train(a: argparse.Namespace) -> int:
                          a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
                          flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
                          head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
-                         fpn=a.fpn, class_loss=a.class_loss, teacher=a.teacher,
+                         fpn=a.fpn, class_loss=a.class_loss, neighbours=a.neighbours,
+                         teacher=a.teacher,
                          distill=a.distill, temperature=a.temperature)
 
 

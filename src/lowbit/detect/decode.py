@@ -5,7 +5,10 @@
 
     heatmap_logits  (N, K, h, w)   score = sigmoid(logit) per class and cell
     size            (N, 2, h, w)   log(w / stride), log(h / stride)
-    offset          (N, 2, h, w)   centre offset (dx, dy) inside the cell, clipped to [0, 1]
+    offset          (N, 2, h, w)   centre offset (dx, dy) from the cell's corner, clipped
+                                   to [-1, 2]: a peak one cell off the centre still places
+                                   the box in the right cell (lowbit.train.detect_loss's
+                                   ``neighbours``; a centre cell's offset lies in [0, 1))
 
 A *peak* is a cell whose logit equals the maximum of its 3x3 neighbourhood in its own class
 map (CenterNet's 3x3 max-pool; the border is padded with -inf).  Picking is done on the logits
@@ -29,6 +32,7 @@ from lowbit.detect.detections import Detections
 __all__ = ["decode", "peaks", "sigmoid"]
 
 _EXP_CLIP = 20.0
+OFFSET_MIN, OFFSET_MAX = -1.0, 2.0
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -78,7 +82,7 @@ def decode(heatmap_logits, size, offset, stride: int, threshold: float = 0.3,
         s = score[cls, ys, xs]
         order = np.argsort(-s, kind="stable")[:int(topk)]
         cls, ys, xs, s = cls[order], ys[order], xs[order], s[order]
-        dx, dy = np.clip(off[i][:, ys, xs].astype(np.float64), 0.0, 1.0)      # (m,) each
+        dx, dy = np.clip(off[i][:, ys, xs].astype(np.float64), OFFSET_MIN, OFFSET_MAX)
         lw, lh = np.clip(sz[i][:, ys, xs].astype(np.float64), -_EXP_CLIP, _EXP_CLIP)
         cx, cy = (xs + dx) * stride, (ys + dy) * stride
         bw, bh = np.exp(lw) * stride, np.exp(lh) * stride

@@ -75,7 +75,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   scale: float | None = None, photometric: float | None = None,
                   head: str | None = None, head_channels: int | None = None,
                   stem_pool: bool | None = None, fpn: bool | None = None,
-                  class_loss: float | None = None, teacher: str | None = None,
+                  class_loss: float | None = None, neighbours: float | None = None,
+                  teacher: str | None = None,
                   distill: float | None = None, temperature: float | None = None,
                   progress: bool = True) -> int:
     """``lowbit detect train``: train a detector on the YOLO folder ``data`` and write
@@ -114,6 +115,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
                            scale=scale, photometric=photometric, class_loss=class_loss,
+                           neighbours=neighbours,
                            teacher=teacher, distill=distill, temperature=temperature,
                            out_dir=out_dir,
                            resume=resume, overwrite=overwrite, threads=threads,

@@ -8,7 +8,8 @@ by up to ``shift`` of the image size, boxes moved with the pixels, and photometr
 strength ``photometric`` (contrast, brightness per image and channel, Gaussian noise; in
 channel-std units), drawn as a pure function of (seed, epoch); the
 :mod:`lowbit.train.detect_loss` loss (``class_loss``: the weight of its class cross-entropy
-term, 0 = off); with ``teacher`` (a trained detector checkpoint of the same classes, stride
+term, 0 = off; ``neighbours``: the weight of size and offset regression at the 8 cells around
+each centre, 0 = centres only); with ``teacher`` (a trained detector checkpoint of the same classes, stride
 and input size, e.g. the float twin) its heatmap is distilled into the student's
 (``detect_loss.heatmap_distillation``, weight ``distill``, temperature ``temperature``);
 latent weights clipped after every step (``post_step``);
@@ -58,6 +59,7 @@ __all__ = ["DEFAULTS", "MODEL_DEFAULTS", "DetectFitResult", "fit_detector", "eva
 DEFAULTS: dict[str, Any] = {"epochs": 16, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
                             "flip": True, "shift": 0.0, "scale": 0.0, "photometric": 0.3,
                             "seed": 0, "optimizer": "adam", "class_loss": 0.0,
+                            "neighbours": 0.0,
                             "schedule": "cosine"}
 CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
 # the architecture ``detect train`` (and the demo) builds unless told otherwise; build_detector's
@@ -100,14 +102,16 @@ def detection_data(data, what: str) -> SimpleNamespace:
                            names=list(names) if names is not None else None)
 
 
-def _targets(d, idx, boxes, grid, stride, k, device) -> dict:
-    t = make_targets(boxes, [d.classes[j] for j in idx], k, grid, stride)
+def _targets(d, idx, boxes, grid, stride, k, device, neighbours: float = 0.0) -> dict:
+    t = make_targets(boxes, [d.classes[j] for j in idx], k, grid, stride, neighbours=neighbours)
     return {key: torch.from_numpy(v).to(device) for key, v in t.items()}
 
 
 def evaluate_detector(model: nn.Module, data, normalization: Normalization, stride: int,
-                      batch_size: int = 64, threshold: float = THRESHOLD) -> dict[str, float]:
-    """``loss`` and :func:`detection_metrics` of ``model`` (eval mode) on ``data``."""
+                      batch_size: int = 64, threshold: float = THRESHOLD,
+                      neighbours: float = 0.0) -> dict[str, float]:
+    """``loss`` (with regression weight ``neighbours`` around the centres) and
+    :func:`detection_metrics` of ``model`` (eval mode) on ``data``."""
     d = detection_data(data, "validation data")
     dev = next(model.parameters()).device
     was = model.training
@@ -119,7 +123,8 @@ def evaluate_detector(model: nn.Module, data, normalization: Normalization, stri
         for s in range(0, len(d.images), batch_size):
             idx = list(range(s, min(s + batch_size, len(d.images))))
             out = model(images.batch(torch.tensor(idx, device=dev))[0])
-            t = _targets(d, idx, [d.boxes[j] for j in idx], grid, stride, out[0].shape[1], dev)
+            t = _targets(d, idx, [d.boxes[j] for j in idx], grid, stride, out[0].shape[1], dev,
+                         neighbours)
             loss += float(detection_loss(out, t)[0]) * len(idx)
             preds += decode_torch(*(o.cpu() for o in out), stride, threshold=0.01)
     model.train(was)
@@ -223,7 +228,8 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post,
         x, boxes = augment_batch(x, [d.boxes[j] for j in idx], None if flips is None else flips[idx],
                             None if shifts is None else shifts[idx],
                             None if zooms is None else zooms[idx], photo)
-        t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev)
+        t = _targets(d, idx, boxes, grid, stride, int(config["num_classes"]), dev,
+                     float(config.get("neighbours", 0.0)))      # absent in older configs
         kd = {} if tutor is None else {"teacher_heatmap": tutor.logits(x)[0],
                                        "distill": tutor.alpha,
                                        "temperature": tutor.temperature}
@@ -254,7 +260,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
                  shift: float | None = None, scale: float | None = None,
                  photometric: float | None = None, seed: int | None = None,
-                 class_loss: float | None = None, teacher: str | Path | None = None,
+                 class_loss: float | None = None, neighbours: float | None = None,
+                 teacher: str | Path | None = None,
                  distill: float | None = None, temperature: float | None = None,
                  out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False, threads: int | None = None,
                  device: str = "cpu", progress: bool = True,
@@ -286,12 +293,14 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                          f"got {scale!r}")
     if class_loss is not None and not (math.isfinite(class_loss) and class_loss >= 0):
         raise ValueError(f"class_loss: expected a weight >= 0, got {class_loss!r}")
+    if neighbours is not None and not (math.isfinite(neighbours) and neighbours >= 0):
+        raise ValueError(f"neighbours: expected a weight >= 0, got {neighbours!r}")
     if photometric is not None and not 0 <= photometric < 1:
         raise ValueError(f"photometric: expected a strength in [0, 1), got {photometric!r}")
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                       weight_decay=weight_decay, flip=flip, shift=shift,
                                       scale=scale, photometric=photometric,
-                                      class_loss=class_loss,
+                                      class_loss=class_loss, neighbours=neighbours,
                                       **distill_config(teacher, distill, temperature, 1.0)).items()
                 if x is not None}
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
@@ -326,7 +335,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
         t0 = time.perf_counter()
         rec = _epoch(model, opt, sched, d, images, config, epoch, progress, post, tutor)
         if v is not None:
-            m = evaluate_detector(model, v, norm, int(config["stride"]))
+            m = evaluate_detector(model, v, norm, int(config["stride"]),
+                                  neighbours=float(config.get("neighbours", 0.0)))
             rec.update({f"val_{k}": x for k, x in m.items()})
         rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
