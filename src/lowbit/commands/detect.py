@@ -104,10 +104,11 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
                                                   "dorefa:W,A,G, float")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="checkpoint.pt, history.json, detector.lbm go here")
-    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None, help="default 14")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=_positive, default=None)
-    p.add_argument("--width", type=positive_int, default=None, help="backbone channels")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="backbone channels at stride 4, doubled at stride 8 (default 48)")
     p.add_argument("--stride", type=int, choices=[4, 8, 16], default=None)
     p.add_argument("--blocks", default=None,
                    help="binary blocks per stage: N for every stage or one count per stage "

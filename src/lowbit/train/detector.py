@@ -175,7 +175,7 @@ def build_detector(backbone: str = "bnn", in_channels: int = 1, num_classes: int
                    blocks=1, head_channels: int = 0, stem_pool: bool = False,
                    fpn: bool = False) -> nn.Module:
     """The detector of the module docstring.  ``backbone``: ``bnn`` | ``xnor`` | ``bwn`` |
-    ``twn`` | ``dorefa:W,A,G`` | ``float``; ``width`` 8..64 (16-32 for the embedded default);
+    ``twn`` | ``dorefa:W,A,G`` | ``float``; ``width`` 8..64 (``detect train``'s default 48);
     ``stride`` 4, 8 or 16; ``blocks`` stride-1 blocks per stage (an int for every stage, or
     one count per stage: ``"1,2,2"``); ``head`` / ``stem`` ``"float"`` (default) or
     ``"quant"``; ``head_channels`` of the head's 3x3 conv (0: the backbone's last width);
