@@ -238,3 +238,37 @@ def test_speed_positions_only_from_boxes_whose_foot_is_visible():
     assert ok.tolist() == [False, True, False, False, False, True]
     assert _inside(xyxy[:1], 100, 80, 1.0).tolist() == [True]          # alone: visible
     assert _inside(np.zeros((0, 4), np.float32), 100, 80, 1.0).shape == (0,)
+
+
+def test_a_recovered_track_restarts_its_speed_history(tmp_path):
+    """When the tracker reports a track found again by distance (``data["recovered"]``), the
+    pipeline drops that track's speed history before adding the new position."""
+    from lowbit.detect.speed import SpeedEstimator
+
+    class Recorder(SpeedEstimator):
+        def __init__(self):
+            super().__init__()
+            self.forgotten = []
+
+        def forget(self, track_id):
+            self.forgotten.append(track_id)
+            super().forget(track_id)
+
+    class Flagging:                        # a stand-in tracker: every box is track 7
+        def __init__(self, flag_at):
+            self.n, self.flag_at = 0, flag_at
+
+        def update(self, dets, t):
+            out = Detections(dets.xyxy, dets.confidence, dets.class_id,
+                             np.full(len(dets), 7, np.int64))
+            out.data["recovered"] = np.full(len(dets), self.n == self.flag_at)
+            self.n += 1
+            return out
+
+    speed = Recorder()
+    cal = Calibration.from_scale(0.1)
+    track_video(list(_scene(20)), lambda f: colour_detector(f)[:1], tmp_path, cal, fps=25,
+                tracker=Flagging(12), speed=speed, video=False, progress=False)
+    assert speed.forgotten == [7]
+    rows = list(csv.DictReader(open(tmp_path / "tracks.csv")))
+    assert rows[11]["speed"] != "" and rows[12]["speed"] == ""        # history restarted

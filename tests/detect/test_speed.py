@@ -105,9 +105,28 @@ def test_gap_restarts_smoothing_and_prune():
     assert est.update(1, 10.0, (0, 0)) is None
 
 
+def test_a_gap_longer_than_max_gap_restarts_the_history():
+    """2 m/s along x for 1 s, 0.5 s without positions (the track may have changed object),
+    then 6 m/s along y: the history before the gap must not bend the new fit."""
+    def run(est):
+        for i in range(30):
+            est.update(1, i / 30, (2 * i / 30, 0.0))
+        res = [est.update(1, 1.5 + i / 30, (3.0, 6 * i / 30)) for i in range(30)]
+        return res
+    fresh = run(SpeedEstimator(max_gap=0.3))
+    assert fresh[0] is None                                      # history needed again
+    assert fresh[-1].speed == pytest.approx(6.0, abs=1e-6)
+    assert fresh[-1].velocity == pytest.approx((0.0, 6.0), abs=1e-6)
+    mixed = run(SpeedEstimator(max_gap=None))
+    assert mixed[0] is not None and abs(mixed[-1].speed - 6.0) > 0.3
+    kept = run(SpeedEstimator(max_gap=0.6))                      # a 0.53 s gap is kept
+    assert kept[0] is not None
+
+
 def test_arguments_checked():
     for kw in [dict(window=0), dict(min_points=2), dict(min_span=2.0), dict(max_speed=0),
-               dict(smoothing=-1), dict(window=1.0, max_window=0.5), dict(precision=0)]:
+               dict(smoothing=-1), dict(window=1.0, max_window=0.5), dict(precision=0),
+               dict(max_gap=0), dict(max_gap=-1.0)]:
         with pytest.raises(ValueError):
             SpeedEstimator(**kw)
     with pytest.raises(ValueError):

@@ -54,8 +54,40 @@ def test_real_time_steps_bridge_dropped_frames():
             yield f / 30, Detections(boxes, [0.9, 0.9], [0, 0]), [0, 1]
     seen = _run(Tracker(frame_rate=30), frames())
     assert len(seen[0]) == 1 and len(seen[1]) == 1 and seen[0] != seen[1]
+    seen = _run(Tracker(frame_rate=30, recover_gate=0), frames(), use_time=False)
+    assert len(seen[0]) == 2            # the nominal step loses the object (IoU stages only)
     seen = _run(Tracker(frame_rate=30), frames(), use_time=False)
-    assert len(seen[0]) == 2            # the nominal step loses the object
+    assert len(seen[0]) == 1            # stage 3b finds it again by its centre
+
+
+def _jump(cls_after=0, size=12, n_before=15, missing=6, step=1.0, jump=8.0):
+    """A small object (size x size px) moves right, is missed for ``missing`` frames and comes
+    back ``jump`` px further than its motion predicts (a detector's centre error on a small
+    object): its predicted box no longer overlaps it."""
+    x = 100.0
+    for f in range(n_before + missing + 10):
+        x += step
+        if n_before <= f < n_before + missing:
+            yield f / 30, Detections(np.zeros((0, 4)), [], []), []
+            continue
+        cx = x + (jump if f >= n_before + missing else 0.0)
+        cls = cls_after if f >= n_before + missing else 0
+        yield f / 30, Detections([_box(cx, 100, size, size)], [0.9], [cls]), [0]
+
+
+def test_lost_small_object_is_recovered_by_its_centre():
+    assert len(_run(Tracker(frame_rate=30, recover_gate=0), _jump())[0]) == 2
+    assert len(_run(Tracker(frame_rate=30), _jump())[0]) == 1          # gate 1 box size
+    assert len(_run(Tracker(frame_rate=30, recover_gate=0.5), _jump())[0]) == 2
+    # another class at the same place is another object: a new track
+    assert len(_run(Tracker(frame_rate=30), _jump(cls_after=1))[0]) == 2
+    # too far (2 box sizes) is refused
+    assert len(_run(Tracker(frame_rate=30), _jump(jump=24.0))[0]) == 2
+
+
+def test_recover_gate_must_not_be_negative():
+    with pytest.raises(ValueError, match="recover_gate"):
+        Tracker(recover_gate=-1)
 
 
 def test_low_score_boxes_keep_tracks_alive_but_do_not_start_them():
@@ -131,3 +163,12 @@ def test_class_penalty_gives_crossing_boxes_back_to_their_own_class():
     assert kept == {0: {1}, 1: {2}}
     with pytest.raises(ValueError, match="class_penalty"):
         Tracker(class_penalty=-0.1)
+
+
+def test_recovered_flag_marks_the_frame_a_track_is_found_again():
+    tracker, flags = Tracker(frame_rate=30), []
+    for t, dets, _ in _jump():
+        out = tracker.update(dets, t)
+        assert out.data["recovered"].shape == (len(out),)
+        flags.append(bool(out.data["recovered"].any()))
+    assert flags.index(True) == 15 + 6 and sum(flags) == 1      # the first frame back only

@@ -234,8 +234,11 @@ def _one_frame(i, t, frame, dets, tracker, calibration, speed, annotate, outputs
     t1 = time.perf_counter()
     ground = calibration.to_ground(tracks.bottom_center) if calibration is not None else None
     inside = _inside(tracks.xyxy, frame.shape[1], frame.shape[0], edge_margin)
+    recovered = tracks.data.get("recovered", np.zeros(len(tracks), bool))
     speeds = {}
     for k, tid in enumerate(tracks.tracker_id):
+        if recovered[k]:                  # found again by distance: maybe another object
+            speed.forget(int(tid))
         g = ground[k] if ground is not None else None
         est = speed.update(int(tid), t, g if inside[k] else None) if g is not None else None
         sp, sd = (est.speed, est.std) if est is not None else (None, None)

@@ -21,6 +21,13 @@ an exponential moving average of time constant ``smoothing`` seconds (the weight
 is ``1 - exp(-dt / smoothing)``, so irregular frame times are handled).  Nothing is reported
 before the window holds ``min_points`` positions spanning ``min_span`` seconds.
 
+**Gaps.**  With ``max_gap`` (default None: off) a position that comes more than ``max_gap``
+seconds after the track's previous one starts the track's history afresh.  Off by default:
+positions are also withheld while a box is partly hidden, so gaps are common and each restart
+costs an estimate for ``min_span``; the pipeline instead calls :meth:`forget` when the tracker
+reports a track it recovered by distance (``data["recovered"]``), where the object may have
+changed.
+
 For an accelerating object the window's slope is the velocity at the window's middle, so the
 estimate lags by about ``w / 2 + smoothing`` seconds for the window ``w`` used.
 """
@@ -101,11 +108,13 @@ class SpeedEstimator:
     ``precision``: the relative speed error at which a window is long enough;
     ``min_points`` / ``min_span`` (s): the history needed before any estimate; ``max_speed``:
     the clamp, in ground units per second (60 m/s = 216 km/h by default); ``smoothing`` (s):
-    the moving average's time constant, 0 for none."""
+    the moving average's time constant, 0 for none; ``max_gap`` (s): the longest gap between
+    a track's positions that keeps its history (None: any)."""
 
     def __init__(self, window: float = 0.5, min_points: int = 5, min_span: float = 0.4,
                  max_speed: float = 60.0, smoothing: float = 0.3,
-                 max_window: float | None = 3.0, precision: float = 0.03):
+                 max_window: float | None = 3.0, precision: float = 0.03,
+                 max_gap: float | None = None):
         if not window > 0:
             raise ValueError(f"window must be > 0 s, got {window}")
         max_window = window if max_window is None else max_window
@@ -121,9 +130,12 @@ class SpeedEstimator:
             raise ValueError(f"max_speed must be > 0, got {max_speed}")
         if not smoothing >= 0:
             raise ValueError(f"smoothing must be >= 0 s, got {smoothing}")
+        if max_gap is not None and not max_gap > 0:
+            raise ValueError(f"max_gap must be > 0 s or None, got {max_gap}")
         self.window, self.min_points, self.min_span = float(window), int(min_points), min_span
         self.max_window, self.precision = float(max_window), float(precision)
         self.max_speed, self.smoothing = float(max_speed), float(smoothing)
+        self.max_gap = math.inf if max_gap is None else float(max_gap)
         self.windows = [self.window]        # window, 1.5 window, ... up to max_window
         while self.windows[-1] < self.max_window:
             self.windows.append(min(self.windows[-1] * GROWTH, self.max_window))
@@ -139,6 +151,8 @@ class SpeedEstimator:
         xy = None if ground_xy is None else np.asarray(ground_xy, np.float64).reshape(2)
         if xy is None or not np.isfinite(xy).all() or (h.t and t <= h.t[-1]):
             return h.last if h.last is not None and t - h.t_est <= self.max_window else None
+        if h.t and t - h.t[-1] > self.max_gap:              # a gap: start afresh
+            h = self._tracks[int(track_id)] = _History()
         h.t.append(t)
         h.xy.append(xy)
         while h.t[0] < t - self.max_window:
@@ -183,7 +197,7 @@ class SpeedEstimator:
                              raw, clamped, int(points), float(span))
 
     def forget(self, track_id: int) -> None:
-        """Drop a track's history (it ended)."""
+        """Drop a track's history (it ended, or its object may have changed)."""
         self._tracks.pop(int(track_id), None)
 
     def prune(self, t: float) -> None:

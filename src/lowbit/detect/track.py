@@ -14,6 +14,11 @@ Per frame (``Tracker.update``):
 3. low-score boxes (``low_thresh <= confidence < track_thresh``) are matched to the tracked
    tracks still unmatched, on ``1 - IoU`` (refused above 0.5): occluded, blurred objects
    keep their identity instead of spawning new tracks;
+3b. (``recover_gate`` > 0) high-score boxes still unmatched are matched to lost tracks of
+   their class on the distance between centres in units of the track's predicted box size
+   (its larger side; refused above ``recover_gate``): after a miss of a few frames the
+   predicted box of a small object no longer overlaps it, so IoU cannot find it again, and
+   without this stage the object would start a new track (an identity fragment);
 4. tentative tracks (seen once) take the remaining high-score boxes (refused above 0.7);
    unmatched tentative tracks are dropped, unmatched tracked ones become lost;
 5. remaining boxes with ``confidence >= new_track_thresh`` start tentative tracks (on the
@@ -137,7 +142,9 @@ def _assign(cost: np.ndarray, thresh: float,
 
 class Tracker:
     """ByteTrack-style tracker.  ``update(detections, t)`` returns the boxes of confirmed
-    tracks seen in this frame, with ``tracker_id`` (ids from 1, never reused).
+    tracks seen in this frame, with ``tracker_id`` (ids from 1, never reused) and
+    ``data["recovered"]`` (bool: the track was lost and stage 3b found it again here; its
+    object may be another one, so a speed history should restart).
 
     ``frame_rate`` is the nominal rate: it converts ``lost_buffer`` (frames) to seconds and,
     when ``update`` gets no time, gives the time step.  ``match_thresh`` is the largest
@@ -145,12 +152,13 @@ class Tracker:
     only takes boxes of its (majority) class.  ``class_penalty``: otherwise, a box of another
     class costs this much more in the assignment, so when two objects cross the boxes go back
     to the tracks of their own class; the gate stays the plain IoU cost, so a class that
-    flickers for a frame does not lose its track."""
+    flickers for a frame does not lose its track.  ``recover_gate``: stage 3b's largest
+    centre distance in box sizes (0: no stage 3b)."""
 
     def __init__(self, frame_rate: float = 30.0, track_thresh: float = 0.5,
                  match_thresh: float = 0.8, lost_buffer: int = 30, low_thresh: float = 0.1,
                  new_track_thresh: float | None = None, class_aware: bool = False,
-                 class_penalty: float = 0.15):
+                 class_penalty: float = 0.15, recover_gate: float = 1.0):
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
         if not 0 <= low_thresh <= track_thresh <= 1:
@@ -160,6 +168,8 @@ class Tracker:
             raise ValueError(f"lost_buffer must be >= 0, got {lost_buffer}")
         if not class_penalty >= 0:
             raise ValueError(f"class_penalty must be >= 0, got {class_penalty}")
+        if not recover_gate >= 0:
+            raise ValueError(f"recover_gate must be >= 0, got {recover_gate}")
         self.frame_rate = float(frame_rate)
         self.track_thresh = float(track_thresh)
         self.match_thresh = float(match_thresh)
@@ -169,6 +179,7 @@ class Tracker:
                                  else float(new_track_thresh))
         self.class_aware = class_aware
         self.class_penalty = float(class_penalty)
+        self.recover_gate = float(recover_gate)
         self.reset()
 
     def reset(self) -> None:
@@ -187,6 +198,18 @@ class Tracker:
         if self.class_aware:
             cost = np.where(self._same_class(tracks, dets), cost, np.inf)
         return cost
+
+    def _centre_cost(self, tracks: list[_Track], dets: Detections) -> np.ndarray:
+        """Stage 3b's cost: centre distance / the larger side of the track's predicted box,
+        infinite across classes."""
+        if not tracks or not len(dets):
+            return np.zeros((len(tracks), len(dets)))
+        boxes = np.stack([tr.kf.box for tr in tracks])                       # (t, 4)
+        gap = (boxes[:, None, :2] + boxes[:, None, 2:] - dets.xyxy[None, :, :2]
+               - dets.xyxy[None, :, 2:]) / 2                                 # (t, d, 2)
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        cost = np.hypot(gap[..., 0], gap[..., 1]) / np.maximum(side, 1e-6)[:, None]
+        return np.where(self._same_class(tracks, dets), cost, np.inf)
 
     @staticmethod
     def _same_class(tracks: list[_Track], dets: Detections) -> np.ndarray:
@@ -225,7 +248,11 @@ class Tracker:
 
         def match(tracks, idx, thresh, fuse):
             dets = detections[idx]
-            pairs = _assign(self._cost(tracks, dets, fuse), thresh, self._penalty(tracks, dets))
+            if fuse is None:                                   # stage 3b: centre distance
+                pairs = _assign(self._centre_cost(tracks, dets), thresh)
+            else:
+                pairs = _assign(self._cost(tracks, dets, fuse), thresh,
+                                self._penalty(tracks, dets))
             for r, c in pairs:
                 d = idx[c]
                 tracks[r].hit(detections.xyxy[d], detections.class_id[d], t)
@@ -238,11 +265,16 @@ class Tracker:
         pool, high_idx, m1 = match(pool, high_idx, self.match_thresh, True)
         still = [tr for tr in pool if tr.state == TRACKED]
         still, _, m2 = match(still, low_idx, 0.5, False)
+        m2b = []
+        if self.recover_gate > 0:
+            lost = [tr for tr in pool if tr.state == LOST]
+            _, high_idx, m2b = match(lost, high_idx, self.recover_gate, None)
         tentative, high_idx, m3 = match(tentative, high_idx, 0.7, True)
-        for d, tr in m1 + m2 + m3:
+        for d, tr in m1 + m2 + m2b + m3:
             if tr.state != TRACKED:
                 self._confirm(tr)
             out.append((d, tr.track_id))
+        recovered = {tr.track_id for _, tr in m2b}
         for tr in still:
             tr.state = LOST
         dropped = {id(tr) for tr in tentative}
@@ -256,7 +288,9 @@ class Tracker:
             if self.frame == 1:
                 self._confirm(tr)
                 out.append((d, tr.track_id))
-        return self._output(detections, out)
+        res = self._output(detections, out)
+        res.data["recovered"] = np.isin(res.tracker_id, list(recovered))
+        return res
 
     def _confirm(self, tr: _Track) -> None:
         if tr.track_id == 0:
