@@ -224,18 +224,21 @@ def test_annotator_draws_boxes_labels_and_trails():
 
 
 def test_speed_positions_only_from_boxes_whose_foot_is_visible():
-    """A box cut by a frame edge, or whose bottom edge lies behind a nearer box (one reaching
-    lower in the image and overlapping it), gives speed no position; others do."""
+    """A box cut by a frame edge, or whose foot (the middle of its bottom edge) lies behind a
+    nearer box (one reaching lower in the image and covering that point), gives speed no
+    position; others do, also when a nearer box covers only a side of their bottom edge."""
     from lowbit.detect.pipeline import _inside
-    xyxy = np.array([[10, 10, 30, 40],      # 0: hidden at its bottom by 1
+    xyxy = np.array([[10, 10, 30, 40],      # 0: foot (x 20) hidden by 1
                      [20, 35, 40, 60],      # 1: the nearer box, free
-                     [50, 10, 70, 40],      # 2: free (1 does not overlap it in x)
+                     [50, 10, 70, 40],      # 2: foot (x 60) hidden by 5
                      [0, 10, 20, 30],       # 3: cut by the left edge
                      [80, 60, 99, 79],      # 4: cut by the bottom edge (h = 80)
-                     [52, 30, 68, 45]],     # 5: in front of 2 -> hides 2's bottom
+                     [52, 30, 68, 45],      # 5: in front of 2, free
+                     [40, 50, 60, 70],      # 6: free: 7 covers only its right side
+                     [55, 60, 75, 75]],     # 7: the nearer box, free
                     np.float32)
     ok = _inside(xyxy, 100, 80, 1.0)
-    assert ok.tolist() == [False, True, False, False, False, True]
+    assert ok.tolist() == [False, True, False, False, False, True, True, True]
     assert _inside(xyxy[:1], 100, 80, 1.0).tolist() == [True]          # alone: visible
     assert _inside(np.zeros((0, 4), np.float32), 100, 80, 1.0).shape == (0,)
 

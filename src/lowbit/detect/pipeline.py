@@ -212,15 +212,18 @@ def _limited(it, limit, timings):
 
 def _inside(xyxy: np.ndarray, w: int, h: int, margin: float) -> np.ndarray:
     """Boxes whose bottom centre is the object's foot: clear of the left, right and bottom
-    frame edges, and with the bottom edge not behind a nearer box.  A box cut by a frame edge,
-    or whose lower part is hidden by an object in front (on a ground plane seen from above,
-    the nearer object is the one whose box reaches lower in the image), has its bottom centre
-    above the foot, so it gives speed no position."""
+    frame edges, and with the middle of the bottom edge not behind a nearer box.  A box cut by
+    a frame edge, or whose foot is hidden by an object in front (on a ground plane seen from
+    above, the nearer object is the one whose box reaches lower in the image), has its bottom
+    centre above the foot, so it gives speed no position.  A nearer box that covers only a
+    side of the bottom edge leaves the foot visible (until session 7 any overlap counted:
+    validation speed error 11.7 -> 11.1 %, with true boxes 5.1 -> 4.4 %, coverage 81 -> 84 %)."""
     ok = (xyxy[:, 0] > margin) & (xyxy[:, 2] < w - margin) & (xyxy[:, 3] < h - margin)
     if len(xyxy) > 1:
         b, c = xyxy[:, None, :], xyxy[None, :, :]     # (n, 1, 4) this box, (1, n, 4) others
+        foot = (b[..., 0] + b[..., 2]) / 2                               # (n, 1) x of b's foot
         hidden = ((c[..., 3] > b[..., 3]) & (c[..., 1] <= b[..., 3])     # c spans b's bottom
-                  & (c[..., 0] < b[..., 2]) & (c[..., 2] > b[..., 0]))   # and overlaps in x
+                  & (c[..., 0] <= foot) & (c[..., 2] >= foot))           # and covers its foot
         ok &= ~hidden.any(axis=1)
     return ok
 
