@@ -145,7 +145,7 @@ class SpeedEstimator:
         """Add track ``track_id``'s ground position at time ``t`` (s) and return its estimate,
         or None while the history is too short.  ``ground_xy`` None or non-finite adds no
         point (the position is unreliable): the last estimate is returned while it is at
-        most ``window`` seconds old."""
+        most ``max_window`` seconds old."""
         h = self._tracks.setdefault(int(track_id), _History())
         t = float(t)
         xy = None if ground_xy is None else np.asarray(ground_xy, np.float64).reshape(2)
