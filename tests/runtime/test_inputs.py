@@ -30,6 +30,12 @@ SAME = {
     "int16": lambda p: p.astype(np.int16),
     "uint16": lambda p: p.astype(np.uint16),
     "nested list": lambda p: p.tolist(),
+    "transposed view (N, 1, H, W)": lambda p: np.ascontiguousarray(
+        p[:, None].transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+    "strided view (N, H, W)": lambda p: np.repeat(p, 2, axis=2)[:, :, ::2],
+    "concatenated views": lambda p: np.concatenate([p[:3, None].transpose(0, 1, 3, 2),
+                                                    p[3:, None].transpose(0, 1, 3, 2)]
+                                                   ).transpose(0, 1, 3, 2),
 }
 
 

@@ -93,6 +93,9 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
                    help="with --videos: keep every K-th frame of each video")
     p.add_argument("--val-videos", type=int, default=2, metavar="V",
                    help="with --videos: validation videos (seeds after the training ones)")
+    p.add_argument("--motion", type=int, default=0, metavar="K",
+                   help="with --videos: also write each image's frame K frames earlier (gray, "
+                        "motion/) for a detector that sees motion; 0 = none")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_synth)
 
@@ -196,7 +199,8 @@ def _synth(a: argparse.Namespace) -> int:
     return synth_command(a.out, a.frames, a.seed, a.size, a.fps, channels=a.channels,
                          classes=a.classes, objects=a.objects, static=a.static,
                          val_fraction=a.val_fraction, sprites=a.sprites, overwrite=a.overwrite,
-                         videos=a.videos, every=a.every, val_videos=a.val_videos)
+                         videos=a.videos, every=a.every, val_videos=a.val_videos,
+                         motion=a.motion)
 
 
 def _train(a: argparse.Namespace) -> int:

@@ -88,7 +88,7 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_images(files, boxes, size: tuple[int, int] | None = None,
-                expected: dict | None = None) -> np.ndarray:
+                expected: dict | None = None, channels: int | None = None) -> np.ndarray:
     """Read ``files`` into uint8 ``(N, C, H, W)``; ``boxes`` (list of (k, 4) float32 pixel boxes
     of the original images) are scaled in place when ``size=(W, H)`` resizes an image.
 
@@ -96,11 +96,12 @@ def read_images(files, boxes, size: tuple[int, int] | None = None,
     are converted to match).  Without ``size`` an image of another size than the first is a
     :class:`DataError` naming both files and sizes.  ``expected`` maps an index to the
     ``(W, H)`` the annotation file claims for it (checked, mismatch is a :class:`DataError`).
+    ``channels`` (1 or 3) converts every image to gray or RGB instead.
     """
     files = [Path(f) for f in files]
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size: expected (W, H) >= 1, got {size}")
-    out, channels, first = [], None, None
+    out, first = [], None
     for i, f in enumerate(files):
         a, wh = _open_image(f, channels)
         channels = channels or a.shape[0]

@@ -448,8 +448,8 @@ def scene_variation(seed: int, frames: int, fps: float) -> dict:
 
 def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
                  size=(160, 120), fps: float = 30.0, classes=None, *, every: int = 5,
-                 val_videos: int = 2, vary: bool = True, overwrite: bool = False,
-                 progress: bool = True, **scene_options) -> dict:
+                 val_videos: int = 2, vary: bool = True, motion: int = 0,
+                 overwrite: bool = False, progress: bool = True, **scene_options) -> dict:
     """One YOLO data set from many synthetic videos, for a detector that generalises to scenes
     it has not seen (one video has one background and a dozen sprites; a model trained on it
     learns them, not the task).
@@ -461,14 +461,18 @@ def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
     ``seed .. seed + videos + val_videos - 1``.  Each seed has its own background, tint,
     sprites, colours and motions; with ``vary`` also its own noise, blur, lighting amplitude
     and object count (:func:`scene_variation`; explicit ``scene_options`` win).  Labels follow
-    :func:`make_video` (visible boxes, ``min_visibility``, ``min_box``).  ``meta.json`` lists
+    :func:`make_video` (visible boxes, ``min_visibility``, ``min_box``).  ``motion`` = k > 0
+    also writes each image's earlier frame ``max(i - k, 0)`` in gray under ``motion/<split>/``
+    (same name) and ``motion: k`` in ``data.yaml``, for a detector that sees motion
+    (:func:`lowbit.data.yolo.load_yolo` appends it as the last channel).  ``meta.json`` lists
     each video's seed, split and options.  The folder is written whole (``overwrite`` as in
     :func:`make_video`).  Returns ``{"out", "train_images", "val_images", "boxes", "videos",
     "seconds"}``."""
     import cv2
     from tqdm import tqdm
     start = time.perf_counter()
-    for name, v, lo in (("videos", videos, 1), ("every", every, 1), ("val_videos", val_videos, 0)):
+    for name, v, lo in (("videos", videos, 1), ("every", every, 1), ("val_videos", val_videos, 0),
+                        ("motion", motion, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
     seeds = [(seed + k, "train") for k in range(videos)] + \
@@ -477,7 +481,7 @@ def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
     info, counts, boxes, names = [], {"train": 0, "val": 0}, 0, None
     with atomic_dir(out_dir, overwrite) as root:
         for split in ("train", "val") if val_videos else ("train",):
-            for sub in ("images", "labels"):
+            for sub in ("images", "labels") + (("motion",) if motion else ()):
                 (root / sub / split).mkdir(parents=True)
         bar = tqdm(total=len(seeds) * len(keep), desc="synth", unit="frame", leave=False,
                    file=sys.stderr, disable=None if progress else True)
@@ -491,6 +495,9 @@ def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
                 bgr = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
                 stem = f"s{s}_{i:06d}"
                 cv2.imwrite(str(root / "images" / split / f"{stem}.png"), bgr)
+                if motion:
+                    cv2.imwrite(str(root / "motion" / split / f"{stem}.png"),
+                                _gray(scene.render(max(i - motion, 0), True)[0]))
                 lab = [a for a in ann if a["labelled"]]
                 write_labels(root / "labels" / split / f"{stem}.txt", [a["box"] for a in lab],
                              [a["cls"] for a in lab], (w, h))
@@ -502,14 +509,20 @@ def make_dataset(out_dir, videos: int = 24, frames: int = 300, seed: int = 0,
         bar.close()
         meta = {"kind": "lowbit synthetic data set", "seeds": [seed, seed + len(seeds) - 1],
                 "size": list(size), "fps": fps, "frames": frames, "every": every,
-                "classes": list(names), "vary": vary, "videos": info}
+                "classes": list(names), "vary": vary, "motion": motion, "videos": info}
         (root / "meta.json").write_text(json.dumps(meta, indent=1))
         write_data_yaml(root, names, val="images/val" if val_videos else None,
-                        path=Path(out_dir), comment=f"lowbit synthetic data set, seeds {seed}.."
+                        path=Path(out_dir), motion=motion, comment=f"lowbit synthetic data set, seeds {seed}.."
                         f"{seed + len(seeds) - 1} ({videos} train, {val_videos} val videos)")
     return {"out": Path(out_dir), "train_images": counts["train"],
             "val_images": counts["val"], "boxes": boxes, "videos": len(seeds),
             "seconds": time.perf_counter() - start}
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    """A rendered frame in gray (OpenCV's RGB -> gray, as the pipeline converts video frames)."""
+    import cv2
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
 def _parse_size(size) -> tuple[int, int]:
@@ -525,14 +538,16 @@ def synth_command(out, frames: int = 300, seed: int = 0, size=(160, 120), fps: f
                   *, channels: int = 3, classes=None, objects: int | None = None,
                   static: bool = False, val_fraction: float = 0.0, sprites: str = "auto",
                   overwrite: bool = False, progress: bool = True, videos: int | None = None,
-                  every: int = 5, val_videos: int = 2) -> int:
+                  every: int = 5, val_videos: int = 2, motion: int = 0) -> int:
     """``lowbit detect synth``: one result line on stdout, 0; a user error is one
     ``lowbit detect synth: error: ...`` line on stderr and 2.  ``classes`` may be a
     comma-separated string, ``size`` a ``WxH`` string; ``static`` turns off lighting change,
     noise and blur.  ``videos``: write a multi-video training set (:func:`make_dataset`:
     ``videos`` training seeds from ``seed``, ``val_videos`` validation seeds after them, every
-    ``every``-th frame) instead of one video."""
+    ``every``-th frame; ``motion``: earlier frames too) instead of one video."""
     try:
+        if motion and videos is None:
+            raise ValueError("--motion: only with --videos (a data set of many videos)")
         if isinstance(classes, str):
             classes = [c.strip() for c in classes.split(",") if c.strip()]
         extra = {"noise": 0.0, "blur": 0.0, "lighting": 0.0} if static else {}
@@ -540,7 +555,7 @@ def synth_command(out, frames: int = 300, seed: int = 0, size=(160, 120), fps: f
             if objects is not None:
                 extra["objects"] = objects
             r = make_dataset(out, videos, frames, seed, _parse_size(size), fps, classes,
-                             every=every, val_videos=val_videos, vary=not static,
+                             every=every, val_videos=val_videos, vary=not static, motion=motion,
                              channels=channels, sprites=sprites, overwrite=overwrite,
                              progress=progress, **extra)
             print(f"wrote {r['train_images']} training and {r['val_images']} validation images "

@@ -6,6 +6,8 @@ Layout::
     ROOT/data.yaml                  path, train, val, test, nc, names (list, or dict 0: name)
     ROOT/images/<split>/*.png       images (any Pillow format), searched recursively
     ROOT/labels/<split>/*.txt       one line per box: ``class cx cy w h``, normalised to 0..1
+    ROOT/motion/<split>/*.png       (lowbit's extension, with ``motion: k`` in data.yaml) each
+                                    image's frame k frames earlier of the same video, gray
 
 A split's value is a folder (relative to ``path``), a ``.txt`` file listing image paths, or a
 list of these.  An image's label file is its path with the last ``images`` folder replaced by
@@ -17,6 +19,13 @@ not exist, e.g. a moved data set) means the yaml's folder.
 dependency): top-level ``key: value`` lines, ``#`` comments, quoted or bare scalars, flow lists
 ``[a, b]`` and maps ``{0: a}``, and indented block lists (``- a``) or maps (``0: a``) under a key.
 Blocks under keys this reader does not use (``download: |`` ...) are skipped.
+
+``motion: k`` (k >= 1 frames; absent or 0: none) marks a data set for a detector that sees
+motion: :func:`load_yolo` appends each image's earlier frame (``motion_path``: the last
+``images`` folder -> ``motion``, same file name) as one more, last, gray channel, and records
+``k`` in the set's ``meta["motion"]``.  ``lowbit detect synth --videos N --motion k`` and
+``lowbit detect autolabel --motion k`` write such sets; the pipeline feeds a model trained on
+one the video's frame ``i - k`` (frame 0 for the first k frames, as these writers do).
 
 Every malformed thing is a :class:`DataError` naming the file and line or field.
 """
@@ -36,7 +45,7 @@ from .idx import DataError
 __all__ = ["DetectionSet", "read_data_yaml", "load_yolo", "read_labels", "label_path",
            "write_labels", "write_data_yaml"]
 
-_KEYS = ("path", "train", "val", "test", "nc", "names")
+_KEYS = ("path", "train", "val", "test", "nc", "names", "motion")
 
 
 def _split_flow(text: str, where: str) -> list[str]:
@@ -209,14 +218,32 @@ def _split_images(root: Path, entry, yaml_path: Path, split: str) -> list[Path]:
     return files
 
 
-def label_path(image: str | os.PathLike) -> Path:
-    """The label file of an image: last ``images`` folder -> ``labels``, suffix -> ``.txt``."""
+def _sibling(image, folder: str) -> Path:
     parts = list(Path(image).parts)
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == "images":
-            parts[i] = "labels"
+            parts[i] = folder
             break
-    return Path(*parts).with_suffix(".txt")
+    return Path(*parts)
+
+
+def label_path(image: str | os.PathLike) -> Path:
+    """The label file of an image: last ``images`` folder -> ``labels``, suffix -> ``.txt``."""
+    return _sibling(image, "labels").with_suffix(".txt")
+
+
+def motion_path(image: str | os.PathLike) -> Path:
+    """The earlier frame of an image of a ``motion`` data set: last ``images`` folder ->
+    ``motion`` (module docstring)."""
+    return _sibling(image, "motion")
+
+
+def _motion_gap(cfg: dict, yaml_path: Path) -> int:
+    k = cfg.get("motion", 0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise DataError(f"{yaml_path}: field 'motion': expected a number of frames >= 0, got "
+                        f"{k!r}")
+    return k
 
 
 def read_labels(path: str | os.PathLike, nc: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,7 +315,18 @@ def load_yolo(root: str | os.PathLike, split: str = "train", *,
         boxes.append(xyxy.astype(np.float32).reshape(-1, 4))
         classes.append(c)
     images = read_images(files, boxes, size)
-    return DetectionSet(images, boxes, classes, names, tuple(files), {"yaml": yaml_path})
+    meta = {"yaml": yaml_path}
+    gap = _motion_gap(cfg, yaml_path)
+    if gap and len(files):
+        earlier = [motion_path(f) for f in files]
+        prev = read_images(earlier, [np.zeros((0, 4), np.float32) for _ in files], size,
+                           channels=1)                                # (N, 1, H, W)
+        if prev.shape[2:] != images.shape[2:]:
+            raise DataError(f"{earlier[0]}: size: {prev.shape[3]}x{prev.shape[2]} (WxH) but its "
+                            f"image {files[0]} is {images.shape[3]}x{images.shape[2]}")
+        images = np.concatenate([images, prev], 1)                   # (N, C + 1, H, W)
+        meta["motion"] = gap
+    return DetectionSet(images, boxes, classes, names, tuple(files), meta)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -314,12 +352,14 @@ def write_labels(path: str | os.PathLike, xyxy, classes, size: tuple[int, int]) 
 
 def write_data_yaml(root: str | os.PathLike, names, *, train: str = "images/train",
                     val: str | None = None, path: str | os.PathLike | None = None,
-                    comment: str = "") -> Path:
-    """Write ``root/data.yaml`` (ultralytics keys); ``path`` defaults to ``root`` resolved."""
+                    comment: str = "", motion: int = 0) -> Path:
+    """Write ``root/data.yaml`` (ultralytics keys); ``path`` defaults to ``root`` resolved;
+    ``motion`` > 0 adds lowbit's ``motion`` key (module docstring)."""
     root = Path(root)
     head = "".join(f"# {c}\n" for c in comment.splitlines())
     text = (f"{head}path: {json.dumps(str(Path(path or root).resolve()))}\n"
             f"train: {train}\nval: {val or train}\nnc: {len(names)}\n"
-            f"names: [{', '.join(json.dumps(str(n)) for n in names)}]\n")
+            f"names: [{', '.join(json.dumps(str(n)) for n in names)}]\n"
+            + (f"motion: {int(motion)}\n" if motion else ""))
     (root / "data.yaml").write_text(text)
     return root / "data.yaml"

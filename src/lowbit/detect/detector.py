@@ -8,7 +8,9 @@ The file is one ``lowbit.train.detect_fit`` writes: its meta says ``"task": "det
 ``stride``, the class names (``classes``) and which graph outputs are the heatmap logits, the
 sizes and the offsets (``outputs``; default: the graph's outputs in that order).  Frames must
 have the size and channel count (and channel order) the model was trained on
-(``input_shape``); :func:`lowbit.detect.decode.decode` turns the maps into boxes.
+(``input_shape``); :func:`lowbit.detect.decode.decode` turns the maps into boxes.  A model
+trained on motion data (meta ``motion`` = k) takes one more, last, channel: the gray frame k
+frames earlier (:class:`lowbit.detect.pipeline.ModelFrames` stacks it from the video).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ class Detector:
     """A loaded detector model file.  ``threads``: runtime kernel threads; ``threshold``:
     minimum score of a detection; ``topk``: most detections per frame; ``batch``: frames per
     runtime call.  Attributes: ``runtime``, ``stride``, ``classes`` (names), ``input_shape``
-    (C, H, W), ``meta``."""
+    (C, H, W), ``motion`` (frames between a frame and the earlier one it also takes; 0:
+    none), ``meta``."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, threshold: float = 0.3,
                  topk: int = 100, batch: int = 32):
@@ -50,6 +53,12 @@ class Detector:
                              f"(graph outputs: {self.runtime.outputs})")
         self._outputs = [names[m] for m in _MAPS]
         self.input_shape = tuple(int(v) for v in self.runtime.inputs[0]["shape"])
+        self.motion = self.meta.get("motion", 0)
+        if isinstance(self.motion, bool) or not isinstance(self.motion, int) or \
+                self.motion < 0 or (self.motion and self.input_shape[0] not in (2, 4)):
+            raise ValueError(f"{where}: meta 'motion': expected a number of frames >= 0 (> 0 "
+                             f"only with 2 or 4 input channels), got {self.motion!r} with "
+                             f"{self.input_shape[0]} channel(s)")
         k = int(self.runtime.shapes[self._outputs[0]][0])        # heatmap channels
         self.classes = [str(c) for c in self.meta.get("classes") or range(k)]
         if len(self.classes) != k:

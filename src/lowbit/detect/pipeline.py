@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,9 @@ def fail(cmd: str, message: str) -> int:
 class ModelFrames:
     """A model-file ``Detector`` on video frames: each RGB frame is resized to the model's
     input (and made gray for a 1-channel model), boxes are scaled back to the frame; the
-    runtime and decode times are kept apart in ``timings``."""
+    runtime and decode times are kept apart in ``timings``.  For a motion model (``motion`` =
+    k) the frames must come in video order: the gray of frame ``max(i - k, 0)`` is kept and
+    stacked as the last channel, as ``lowbit detect synth --motion`` writes its data."""
 
     batched = True
 
@@ -59,18 +61,27 @@ class ModelFrames:
         self.detector = detector
         self.classes = list(getattr(detector, "classes", []) or [])
         self.timings = {"runtime": 0.0, "decode": 0.0}
+        self.motion = int(getattr(detector, "motion", 0) or 0)
+        self._earlier = deque(maxlen=self.motion + 1)        # gray (H, W) of the last k + 1
 
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
         import cv2
 
         c, h, w = self.detector.input_shape
+        c -= 1 if self.motion else 0
         if frame.shape[:2] != (h, w):
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        x = frame
         if c == 1 and frame.ndim == 3:
-            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            x = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         elif c == 3 and frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        return frame.reshape(h, w, -1).transpose(2, 0, 1)
+            x = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        x = x.reshape(h, w, -1).transpose(2, 0, 1)                     # (C, H, W)
+        if not self.motion:
+            return x
+        self._earlier.append(frame if frame.ndim == 2 else
+                             cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        return np.concatenate([x, self._earlier[0][None]])            # (C + 1, H, W)
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         from lowbit.detect.decode import decode

@@ -8,6 +8,8 @@
   as pixels was a silent wrong answer before).
 - bool, complex, object and string arrays, NaN and inf are refused; so is a shape other than
   the graph input's, with the expected shape and layout named.
+- Any memory layout is accepted (a transposed or sliced view is copied to C order, which the
+  native executor reads).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class InputError(ValueError):
 def _shape(x: np.ndarray, spec: Mapping[str, Any], where: str) -> np.ndarray:
     shape = spec.get("shape")
     if shape is None:
-        return x if x.ndim != 3 else x[:, None]
+        return np.ascontiguousarray(x if x.ndim != 3 else x[:, None])
     want, given = tuple(int(v) for v in shape), tuple(x.shape)
     if len(want) == 3 and x.ndim == 3 and want[0] == 1:
         x = x[:, None]
@@ -34,7 +36,7 @@ def _shape(x: np.ndarray, spec: Mapping[str, Any], where: str) -> np.ndarray:
         layout = "NCHW" if len(want) == 3 else "(N, features)"
         raise InputError(f"{where}: input shape {given}: expected{hint} "
                          f"(N, {', '.join(map(str, want))}) in {layout} layout")
-    return x
+    return np.ascontiguousarray(x)
 
 
 def check_input(x: Any, spec: Mapping[str, Any], normalized: bool = False,
@@ -44,9 +46,9 @@ def check_input(x: Any, spec: Mapping[str, Any], normalized: bool = False,
     if not normalized and type(x) is np.ndarray and x.dtype == np.uint8:
         shape = spec.get("shape")                 # the common cases, checked in ~1 us
         if x.ndim == 4 and list(x.shape[1:]) == shape:
-            return x
+            return x if x.flags.c_contiguous else np.ascontiguousarray(x)
         if x.ndim == 3 and shape and shape[0] == 1 and list(x.shape[1:]) == shape[1:]:
-            return x[:, None]
+            return np.ascontiguousarray(x[:, None])
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:

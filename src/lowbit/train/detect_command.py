@@ -23,13 +23,18 @@ def _concat(parts: list, what: str):
     shapes = {p.images.shape[1:] for p in parts}
     if len(shapes) > 1:
         raise ValueError(f"{what}: the folders' images differ in (C, H, W): {sorted(shapes)}")
+    motion = {p.motion for p in parts}
+    if len(motion) > 1:
+        raise ValueError(f"{what}: the folders' motion (frames, data.yaml) differ: "
+                         f"{sorted(motion)}")
     names = {tuple(p.names) for p in parts if p.names}
     if len(names) > 1:
         raise ValueError(f"{what}: the folders' class names differ: {sorted(names)}")
     return SimpleNamespace(images=np.concatenate([p.images for p in parts]),
                            boxes=[b for p in parts for b in p.boxes],
                            classes=[c for p in parts for c in p.classes],
-                           names=list(next(iter(names))) if names else None)
+                           names=list(next(iter(names))) if names else None,
+                           motion=parts[0].motion)
 
 
 def load_data(root, val_fraction: float = 0.15):
@@ -62,7 +67,7 @@ def load_data(root, val_fraction: float = 0.15):
     if k == 0:
         return d, None
     part = lambda s: SimpleNamespace(images=d.images[s], boxes=d.boxes[s],  # noqa: E731
-                                     classes=d.classes[s], names=d.names)
+                                     classes=d.classes[s], names=d.names, motion=d.motion)
     return part(slice(0, n - k)), part(slice(n - k, n))
 
 
@@ -121,7 +126,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                            resume=resume, overwrite=overwrite, threads=threads,
                            progress=progress)
         size = export_detector(res.model, out_dir / MODEL_FILE, res.normalization,
-                               res.config["input_shape"], res.config["classes"])
+                               res.config["input_shape"], res.config["classes"],
+                               motion=res.config.get("motion", 0))
     except (ValueError, OSError, ImportError) as e:
         return fail(cmd, str(e))
     last = res.history[-1] if res.history else {}

@@ -87,10 +87,13 @@ def detection_data(data, what: str) -> SimpleNamespace:
     ``what`` names the data in errors."""
     if isinstance(data, (tuple, list)):
         images, boxes, classes = data[:3]
-        names = None
+        names, motion = None, 0
     else:
         images, boxes, classes = data.images, data.boxes, data.classes
         names = getattr(data, "names", None)
+        motion = getattr(data, "motion", None)
+        if motion is None:                      # a DetectionSet: the reader's meta says
+            motion = (getattr(data, "meta", None) or {}).get("motion", 0)
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"{what}: expected uint8 images (N, C, H, W), got {images.dtype} "
@@ -100,8 +103,11 @@ def detection_data(data, what: str) -> SimpleNamespace:
                          f"({len(images)} images, {len(boxes)} boxes, {len(classes)} classes)")
     boxes = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
     classes = [np.asarray(c, np.int64).reshape(-1) for c in classes]
+    if motion and images.shape[1] not in (2, 4):
+        raise ValueError(f"{what}: motion data ({motion} frames) needs the image's 1 or 3 "
+                         f"channels plus the earlier frame's gray one, got {images.shape[1]}")
     return SimpleNamespace(images=images, boxes=boxes, classes=classes,
-                           names=list(names) if names is not None else None)
+                           names=list(names) if names is not None else None, motion=int(motion))
 
 
 def _targets(d, idx, boxes, grid, stride, k, device, neighbours: float = 0.0) -> dict:
@@ -154,6 +160,7 @@ def _start(model, d, explicit: dict, ckpt: dict | None, ckpt_path, model_args: d
         config.update(backbone=spec["backbone"], in_channels=spec["in_channels"],
                       num_classes=spec["num_classes"], stride=spec["stride"],
                       input_shape=list(d.images.shape[1:]), train_size=len(d.images),
+                      motion=d.motion,
                       classes=d.names or [str(i) for i in range(spec["num_classes"])])
         return model, config, Normalization.from_images(d.images)
     config, kwargs = dict(ckpt["config"]), ckpt["model"]["kwargs"]
@@ -165,6 +172,9 @@ def _start(model, d, explicit: dict, ckpt: dict | None, ckpt_path, model_args: d
             raise ValueError(f"{ckpt_path}: {key!r}: the run was started with {saved!r}, got "
                              f"{value!r}; a resumed run keeps its settings (use another "
                              f"output folder to change them)")
+    if config.get("motion", 0) != d.motion:           # absent in older runs' configs
+        raise ValueError(f"{ckpt_path}: the run was started on data with motion "
+                         f"{config.get('motion', 0)} (frames), got motion {d.motion}")
     if config["input_shape"] != list(d.images.shape[1:]) or config["train_size"] != len(d.images):
         raise ValueError(f"{ckpt_path}: the run was started on {config['train_size']} images of "
                          f"{config['input_shape']}, got {len(d.images)} of "
@@ -215,6 +225,8 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post,
         contrast = rng2.uniform(1 - ps, 1 + ps, n)
         brightness = rng2.uniform(-ps, ps, (n, 1)) + rng2.uniform(-ps / 3, ps / 3, (n, nc))
         noise = rng2.uniform(0, ps / 3, n)
+        if config.get("motion", 0):     # the earlier frame: the same light as the image's
+            brightness[:, -1] = brightness[:, :-1].mean(1)
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
     class_weight = float(config.get("class_loss", 0.0))     # absent in older runs' configs
@@ -287,6 +299,9 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
     if v is not None and v.images.shape[1:] != d.images.shape[1:]:
         raise ValueError(f"validation data: expected images (C, H, W) = {d.images.shape[1:]} "
                          f"like the training images, got {v.images.shape[1:]}")
+    if v is not None and v.motion != d.motion:
+        raise ValueError(f"validation data: motion {v.motion} (frames), but the training "
+                         f"data's is {d.motion}")
     if shift is not None and not 0 <= shift < 0.5:
         raise ValueError(f"shift: expected a fraction of the image size in [0, 0.5), got "
                          f"{shift!r}")
@@ -357,11 +372,13 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
 
 
 def export_detector(model: nn.Module, path: str | Path, normalization: Normalization,
-                    input_shape, classes, extra: dict | None = None) -> int:
+                    input_shape, classes, extra: dict | None = None, motion: int = 0) -> int:
     """Write ``model`` as a detector model file for ``lowbit.detect.detector.Detector``:
     ``export_model`` with meta ``task`` = "detect", ``stride``, ``classes``, ``outputs``
     (graph value names of the heatmap, size and offset maps), ``model`` (builder spec),
-    ``input_shape`` and ``decode`` (the map encodings); returns the file size."""
+    ``input_shape``, ``decode`` (the map encodings) and, for a model trained on motion data,
+    ``motion`` (its last input channel is the gray frame ``motion`` frames earlier); returns
+    the file size."""
     norm = normalization.to_dict() if normalization is not None else None
     graph, _ = build_graph(model, norm, input_shape)             # for the output value names
     meta = {"task": "detect", "stride": int(model.stride), "classes": [str(c) for c in classes],
@@ -369,5 +386,6 @@ def export_detector(model: nn.Module, path: str | Path, normalization: Normaliza
             "model": detector_spec(model), "input_shape": [int(v) for v in input_shape],
             "decode": {"heatmap": "logits, sigmoid = score", "size": "log(w / stride), "
                        "log(h / stride)", "offset": "(dx, dy) in [0, 1) of the cell",
-                       "threshold": THRESHOLD, "topk": TOPK}, **(extra or {})}
+                       "threshold": THRESHOLD, "topk": TOPK},
+            **({"motion": int(motion)} if motion else {}), **(extra or {})}
     return export_model(model, path, norm, meta=meta, input_shape=tuple(input_shape))
