@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("cv2")
+cv2 = pytest.importorskip("cv2")
 
 from lowbit.data import load_yolo, make_video  # noqa: E402
 from lowbit.data.yolo import read_data_yaml  # noqa: E402
@@ -116,3 +116,26 @@ def test_command(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("lowbit detect autolabel: error: ")
         assert why in err[0]
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_autolabel_with_motion_writes_each_frames_earlier_frame(tmp_path):
+    from lowbit.data.video import open_video
+    synth = make_video(tmp_path / "s", frames=12, size=(64, 48), progress=False)["out"]
+    autolabel(synth / "video.mp4", tmp_path / "a", warmup=4, motion=3, progress=False)
+    assert read_data_yaml(tmp_path / "a" / "data.yaml")["motion"] == 3
+    d = load_yolo(tmp_path / "a")
+    assert d.images.shape == (8, 4, 48, 64) and d.meta["motion"] == 3
+    with open_video(synth / "video.mp4") as src:
+        video = [f for _, _, f in src]
+    for row, f in enumerate(d.files):                  # frames 4..11: earlier = i - 3
+        i = int(f.stem)
+        np.testing.assert_array_equal(d.images[row, :3], video[i].transpose(2, 0, 1))
+        gray = cv2.cvtColor(video[i - 3], cv2.COLOR_RGB2GRAY)
+        np.testing.assert_array_equal(d.images[row, 3], gray)
+    autolabel(synth / "video.mp4", tmp_path / "b", warmup=0, background="warmup", motion=2,
+              max_frames=3, progress=False)
+    first = load_yolo(tmp_path / "b").images
+    np.testing.assert_array_equal(first[1, 3], first[0, 3])   # frames 0, 1: frame 0 stands in
+    np.testing.assert_array_equal(first[2, 3], cv2.cvtColor(video[0], cv2.COLOR_RGB2GRAY))
+    with pytest.raises(ValueError, match="motion"):
+        autolabel(synth / "video.mp4", tmp_path / "c", motion=-2, progress=False)

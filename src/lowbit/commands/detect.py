@@ -173,6 +173,9 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=30, help="frames that build the background")
     p.add_argument("--max-frames", type=positive_int, default=None)
     p.add_argument("--name", default="object", help="the class name")
+    p.add_argument("--motion", type=int, default=0, metavar="K",
+                   help="also write each frame's frame K frames earlier (gray, motion/) for a "
+                        "detector that sees motion; 0 = none")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_autolabel)
 
@@ -230,7 +233,7 @@ def _autolabel(a: argparse.Namespace) -> int:
     from lowbit.detect.autolabel import autolabel_command
     return autolabel_command(a.video, a.out, method=a.method, min_area=a.min_area,
                              warmup=a.warmup, max_frames=a.max_frames, name=a.name,
-                             overwrite=a.overwrite)
+                             motion=a.motion, overwrite=a.overwrite)
 
 
 def _track(a: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -166,10 +167,14 @@ def video_background(video, *, max_frames: int | None = None, samples: int = 50)
     return _median_background(frames) if frames else None
 
 
-def _label_frames(det, items, root: Path, max_frames: int | None) -> tuple[list, int]:
-    """Detect, then write image and label file of each ``(index, seconds, frame)``."""
+def _label_frames(det, items, root: Path, max_frames: int | None, motion: int = 0,
+                  before=()) -> tuple[list, int]:
+    """Detect, then write image and label file of each ``(index, seconds, frame)``; with
+    ``motion`` = k also the gray frame ``max(i - k, 0)`` (``before``: the frames already read,
+    in order)."""
     import cv2
     written, boxes = [], 0
+    earlier = deque(before, maxlen=motion + 1)
     for i, t, frame in items:
         if max_frames is not None and i >= max_frames:
             break
@@ -177,6 +182,11 @@ def _label_frames(det, items, root: Path, max_frames: int | None) -> tuple[list,
         h, w = frame.shape[:2]
         bgr = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(root / "images" / "train" / f"{i:06d}.png"), bgr)
+        if motion:
+            earlier.append(frame)
+            e = earlier[0]
+            cv2.imwrite(str(root / "motion" / "train" / f"{i:06d}.png"),
+                        e if e.ndim == 2 else cv2.cvtColor(e, cv2.COLOR_RGB2GRAY))
         write_labels(root / "labels" / "train" / f"{i:06d}.txt", d.xyxy, d.class_id, (w, h))
         written.append([i, round(t, 6)])
         boxes += len(d)
@@ -187,8 +197,8 @@ def autolabel(video, out_dir, *, method: str = "mog2", min_area: int = 20, warmu
               history: int = 500, var_threshold: float | None = None,
               learning_rate: float = 0.002, open_px: int = 3, close_px: int = 3,
               background: str = "video", max_frames: int | None = None,
-              name: str = "object", timestamps=None, overwrite: bool = False,
-              progress: bool = True) -> dict:
+              name: str = "object", timestamps=None, motion: int = 0,
+              overwrite: bool = False, progress: bool = True) -> dict:
     """Label the moving objects of ``video`` (static camera) into a YOLO data set at
     ``out_dir``: ``images/train/NNNNNN.png`` (NNNNNN = frame index), ``labels/train/*.txt``
     (class 0 = ``name``), ``data.yaml``, and ``frames.json`` (``[[index, seconds], ...]`` of
@@ -199,13 +209,18 @@ def autolabel(video, out_dir, *, method: str = "mog2", min_area: int = 20, warmu
     (or a camera / stream) the median of the first ``warmup`` frames.  The first ``warmup``
     frames then run through the model and are not written.  At most ``max_frames`` frames
     are read (warm-up included).  The folder is written whole; a non-empty ``out_dir`` is
-    refused unless ``overwrite``.  Returns ``{"out", "frames", "boxes", "seconds"}``."""
+    refused unless ``overwrite``.  ``motion`` = k > 0 also writes each frame's frame k
+    earlier in gray (``motion/train/``, ``motion: k`` in data.yaml: the data set of a detector
+    that sees motion, :mod:`lowbit.data.yolo`).  Returns ``{"out", "frames", "boxes",
+    "seconds"}``."""
     import json
 
     from tqdm import tqdm
     start = time.perf_counter()
     if warmup < 0 or (max_frames is not None and max_frames < 1):
         raise ValueError("warmup must be >= 0 and max_frames >= 1")
+    if isinstance(motion, bool) or not isinstance(motion, int) or motion < 0:
+        raise ValueError(f"motion: expected a number of frames >= 0, got {motion!r}")
     if background not in ("video", "warmup"):
         raise ValueError(f"background: expected video or warmup, got {background!r}")
     det = BackgroundSubtractorDetector(method, history=history, var_threshold=var_threshold,
@@ -214,6 +229,8 @@ def autolabel(video, out_dir, *, method: str = "mog2", min_area: int = 20, warmu
     with open_video(video, timestamps=timestamps) as src, atomic_dir(out_dir, overwrite) as root:
         (root / "images" / "train").mkdir(parents=True)
         (root / "labels" / "train").mkdir(parents=True)
+        if motion:
+            (root / "motion" / "train").mkdir(parents=True)
         bg = video_background(video, max_frames=max_frames) \
             if background == "video" and src.frame_count > 0 else None
         total = src.frame_count if src.frame_count > 0 else None
@@ -226,9 +243,10 @@ def autolabel(video, out_dir, *, method: str = "mog2", min_area: int = 20, warmu
             det.prime(bg if bg is not None else _median_background([f for _, _, f in head]))
         for _, _, frame in head:
             det(frame)
-        written, boxes = _label_frames(det, items, root, max_frames)
+        written, boxes = _label_frames(det, items, root, max_frames, motion,
+                                       [f for _, _, f in head])
         (root / "frames.json").write_text(json.dumps(written))
-        write_data_yaml(root, (name,), path=Path(out_dir),
+        write_data_yaml(root, (name,), path=Path(out_dir), motion=motion,
                         comment=f"lowbit autolabel ({method}) of {video}")
     return {"out": Path(out_dir), "frames": len(written), "boxes": boxes,
             "seconds": time.perf_counter() - start}
@@ -238,14 +256,15 @@ def autolabel_command(video, out, *, method: str = "mog2", min_area: int = 20,
                       warmup: int = 30, history: int = 500, var_threshold: float | None = None,
                       learning_rate: float = 0.002, background: str = "video",
                       max_frames: int | None = None, name: str = "object", timestamps=None,
-                      overwrite: bool = False, progress: bool = True) -> int:
+                      motion: int = 0, overwrite: bool = False, progress: bool = True) -> int:
     """``lowbit detect autolabel``: one result line on stdout, 0; a user error is one
     ``lowbit detect autolabel: error: ...`` line on stderr and 2."""
     try:
         r = autolabel(video, out, method=method, min_area=min_area, warmup=warmup,
                       history=history, var_threshold=var_threshold,
                       learning_rate=learning_rate, background=background, max_frames=max_frames,
-                      name=name, timestamps=timestamps, overwrite=overwrite, progress=progress)
+                      name=name, timestamps=timestamps, motion=motion, overwrite=overwrite,
+                      progress=progress)
     except (ValueError, FileExistsError, OSError) as e:
         print(f"lowbit detect autolabel: error: {e}", file=sys.stderr)
         return 2
