@@ -172,3 +172,70 @@ def test_recovered_flag_marks_the_frame_a_track_is_found_again():
         assert out.data["recovered"].shape == (len(out),)
         flags.append(bool(out.data["recovered"].any()))
     assert flags.index(True) == 15 + 6 and sum(flags) == 1      # the first frame back only
+
+
+def _coloured(frames, colours):
+    """The frames with ``data["colour"]`` = colours[truth id] on every box."""
+    for t, dets, ids in frames:
+        dets.data["colour"] = np.array([colours[i] for i in ids], np.float32).reshape(-1, 3)
+        yield t, dets, ids
+
+
+RED, BLUE = (200.0, 30.0, 30.0), (30.0, 30.0, 200.0)
+
+
+def test_box_colour_is_the_mean_of_the_box_middle():
+    from lowbit.detect.track import box_colour
+    rng = np.random.default_rng(0)
+    for frame in (rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                  rng.integers(0, 256, (48, 64), dtype=np.uint8)):
+        boxes = np.array([[10, 10, 30, 40], [-8, -6, 4, 5], [60, 40, 80, 60], [5.2, 6.1, 5.3, 6.2],
+                          [0, 0, 64, 48], [20.5, 7.25, 33.75, 19.5]], np.float32)
+        got = box_colour(frame, boxes)
+        img = frame.reshape(48, 64, -1).astype(np.float64)
+        for (x1, y1, x2, y2), g in zip(boxes, got):           # the plain reference twin
+            cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 4, (y2 - y1) / 4
+            c0 = min(max(int(np.floor(cx - rx)), 0), 63)
+            r0 = min(max(int(np.floor(cy - ry)), 0), 47)
+            c1 = min(max(int(np.ceil(cx + rx)), c0 + 1), 64)
+            r1 = min(max(int(np.ceil(cy + ry)), r0 + 1), 48)
+            np.testing.assert_allclose(g, img[r0:r1, c0:c1].reshape(-1, img.shape[2]).mean(0),
+                                       rtol=1e-6)
+        assert got.shape == (6, img.shape[2]) and box_colour(frame, np.zeros((0, 4))).shape == \
+            (0, img.shape[2])
+
+
+def test_colour_keeps_same_class_objects_apart_where_motion_swaps_them():
+    def ids(tracker):
+        seen = {}
+        frames = _coloured(((t, Detections(d.xyxy, d.confidence, [0, 0]), i)
+                            for t, d, i in _bounce()), {0: RED, 1: BLUE})
+        for t, dets, _ in frames:
+            out = tracker.update(dets, t)
+            for colour, tid in zip(out.data["colour"], out.tracker_id):
+                seen.setdefault(int(colour[0] < 100), set()).add(int(tid))   # 0 red, 1 blue
+        return seen
+    swapped, kept = {0: {1, 2}, 1: {1, 2}}, {0: {1}, 1: {2}}
+    assert ids(Tracker(frame_rate=30, appearance=0, colour_gate=None)) == swapped
+    assert ids(Tracker(frame_rate=30, colour_gate=None)) == kept                  # the cost term
+    assert ids(Tracker(frame_rate=30)) == kept
+    # the gate alone does not act on tracks being tracked (their IoU decides)
+    assert ids(Tracker(frame_rate=30, appearance=0)) == swapped
+
+
+def test_colour_gate_refuses_another_objects_box():
+    def jump_colours(before, after):
+        for t, dets, ids in _jump():
+            c = before if t < 15.5 / 30 else after
+            dets.data["colour"] = np.array([c] * len(dets), np.float32).reshape(-1, 3)
+            yield t, dets, ids
+    same = _run(Tracker(frame_rate=30), jump_colours(RED, RED))[0]
+    assert len(same) == 1                                   # recovered: the same object
+    other = _run(Tracker(frame_rate=30), jump_colours(RED, BLUE))[0]
+    assert len(other) == 2                                  # another colour: another object
+    assert len(_run(Tracker(frame_rate=30, colour_gate=None), jump_colours(RED, BLUE))[0]) == 1
+    # boxes without colours: the tracker works as before
+    assert len(_run(Tracker(frame_rate=30), _jump())[0]) == 1
+    for bad in ({"appearance": -1}, {"colour_gate": 0}, {"colour_gate": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Tracker(**bad)

@@ -36,7 +36,7 @@ from lowbit.detect.annotate import (DET_COLUMNS, TRACK_COLUMNS, UNITS, Annotator
 from lowbit.detect.calibration import Calibration, CalibrationError
 from lowbit.detect.detections import Detections
 from lowbit.detect.speed import SpeedEstimator
-from lowbit.detect.track import Tracker
+from lowbit.detect.track import Tracker, box_colour
 
 __all__ = ["track_video", "track_command", "build_detector", "ModelFrames", "TRACK_COLUMNS",
            "DET_COLUMNS", "fail"]
@@ -244,6 +244,8 @@ def _one_frame(i, t, frame, dets, tracker, calibration, speed, annotate, outputs
     for c, b, s in zip(dets.class_id, dets.xyxy, dets.confidence):
         outputs.dets.writerow([i, _fmt(t, 6), int(c), *(_fmt(v, 2) for v in b), _fmt(s, 4)])
     t0 = time.perf_counter()
+    if getattr(tracker, "appearance", 0) or getattr(tracker, "colour_gate", None) is not None:
+        dets.data["colour"] = box_colour(frame, dets.xyxy)                  # (k, C)
     tracks = tracker.update(dets, t)
     t1 = time.perf_counter()
     ground = calibration.to_ground(tracks.bottom_center) if calibration is not None else None

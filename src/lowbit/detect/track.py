@@ -14,6 +14,8 @@ Per frame (``Tracker.update``):
 3. low-score boxes (``low_thresh <= confidence < track_thresh``) are matched to the tracked
    tracks still unmatched, on ``1 - IoU`` (refused above 0.5): occluded, blurred objects
    keep their identity instead of spawning new tracks;
+   (every stage: plus ``appearance`` x the colour distance between track and box, and a lost
+   track refuses boxes beyond ``colour_gate``, when the boxes carry colours; ``Tracker``)
 3b. (``recover_gate`` > 0) high-score boxes still unmatched are matched to lost tracks of
    their class on the distance between centres in units of the track's predicted box size
    (its larger side; refused above ``recover_gate``): after a miss of a few frames the
@@ -32,7 +34,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lowbit.detect.detections import Detections
 
-__all__ = ["Tracker", "KalmanBoxFilter", "box_iou"]
+__all__ = ["Tracker", "KalmanBoxFilter", "box_iou", "box_colour"]
 
 TENTATIVE, TRACKED, LOST = 0, 1, 2
 
@@ -48,6 +50,43 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def box_colour(frame: np.ndarray, xyxy: np.ndarray, inner: float = 0.5) -> np.ndarray:
+    """float32 (k, C): the mean pixel of the central ``inner`` fraction (per side) of each box
+    of ``frame`` (H, W, C) or (H, W) -- the object's colour, little of the background or of
+    an object crossing its edge.  The window is rounded out to whole pixels and clipped to the
+    frame, at least one pixel; sums come from one integral image (four look-ups a box)."""
+    img = frame if frame.ndim == 3 else frame[..., None]
+    h, w, c = img.shape
+    b = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    if not len(b):
+        return np.zeros((0, c), np.float32)
+    sat = _integral(img)                                   # (H + 1, W + 1, C): sum img[:r, :q]
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    rx, ry = (b[:, 2] - b[:, 0]) * inner / 2, (b[:, 3] - b[:, 1]) * inner / 2
+    c0 = np.clip(np.floor(cx - rx), 0, w - 1).astype(np.int64)
+    r0 = np.clip(np.floor(cy - ry), 0, h - 1).astype(np.int64)
+    c1 = np.clip(np.ceil(cx + rx), c0 + 1, w).astype(np.int64)
+    r1 = np.clip(np.ceil(cy + ry), r0 + 1, h).astype(np.int64)
+    total = sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]          # (k, C)
+    out = (total / ((r1 - r0) * (c1 - c0))[:, None]).astype(np.float32)
+    return out
+
+
+def _integral(img: np.ndarray) -> np.ndarray:
+    """The integral image (H + 1, W + 1, C) of ``img`` (H, W, C): OpenCV's (8 us at 160x120x3)
+    when OpenCV is there, else numpy's cumulative sums (50x slower)."""
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    if cv2 is not None and img.dtype == np.uint8 and img.shape[2] <= 4:
+        return cv2.integral(np.ascontiguousarray(img)).reshape(img.shape[0] + 1,
+                                                               img.shape[1] + 1, -1)
+    sat = np.zeros((img.shape[0] + 1, img.shape[1] + 1, img.shape[2]), np.float64)
+    sat[1:, 1:] = img.cumsum(0, dtype=np.float64).cumsum(1)
+    return sat
 
 
 def _xyxy_to_xyah(box: np.ndarray) -> np.ndarray:
@@ -106,21 +145,29 @@ class KalmanBoxFilter:
 
 
 class _Track:
-    __slots__ = ("kf", "state", "track_id", "last_seen", "hits", "class_votes")
+    __slots__ = ("kf", "state", "track_id", "last_seen", "hits", "class_votes", "colour")
 
-    def __init__(self, box, class_id: int, t: float):
+    MOMENTUM = 0.9              # the colour's running mean keeps 90 % per hit (StrongSORT's EMA)
+
+    def __init__(self, box, class_id: int, t: float, colour=None):
         self.kf = KalmanBoxFilter(box)
         self.state = TENTATIVE
         self.track_id = 0
         self.last_seen = t
         self.hits = 1
         self.class_votes = {int(class_id): 1}
+        self.colour = None if colour is None or not np.isfinite(colour).all() else \
+            np.asarray(colour, np.float64)
 
-    def hit(self, box, class_id: int, t: float) -> None:
+    def hit(self, box, class_id: int, t: float, colour=None) -> None:
         self.kf.update(box)
         self.last_seen = t
         self.hits += 1
         self.class_votes[int(class_id)] = self.class_votes.get(int(class_id), 0) + 1
+        if colour is not None and np.isfinite(colour).all():
+            c = np.asarray(colour, np.float64)
+            self.colour = c if self.colour is None else \
+                self.MOMENTUM * self.colour + (1 - self.MOMENTUM) * c
 
     @property
     def class_id(self) -> int:
@@ -153,12 +200,25 @@ class Tracker:
     class costs this much more in the assignment, so when two objects cross the boxes go back
     to the tracks of their own class; the gate stays the plain IoU cost, so a class that
     flickers for a frame does not lose its track.  ``recover_gate``: stage 3b's largest
-    centre distance in box sizes (0: no stage 3b)."""
+    centre distance in box sizes (0: no stage 3b).
+
+    Colour (appearance), when the boxes carry ``data["colour"]`` (the pipeline puts
+    :func:`box_colour` there, the mean pixel of the box's middle): each track keeps a running
+    mean of its boxes' colours (90 % kept per hit); ``appearance`` x the colour distance
+    (Euclidean, over its largest value 255 sqrt(C): 0..1) is added to every stage's
+    assignment cost like the class penalty, so where two objects cross the boxes go back to
+    the tracks of their colour; and a *lost* track refuses a box farther than ``colour_gate``
+    in colour (None: no gate), so it is not found again on another object.  Tracks being
+    tracked are not gated: the visible part of a half-hidden object changes colour, and its
+    IoU with the prediction is the better evidence.  Validation (6 videos, the binary
+    detector): IDF1 0.807 -> 0.833, ID switches 40 -> 34; true boxes IDF1 0.977 -> 0.993
+    (docs/tracking.md)."""
 
     def __init__(self, frame_rate: float = 30.0, track_thresh: float = 0.5,
                  match_thresh: float = 0.8, lost_buffer: int = 30, low_thresh: float = 0.1,
                  new_track_thresh: float | None = None, class_aware: bool = False,
-                 class_penalty: float = 0.15, recover_gate: float = 1.0):
+                 class_penalty: float = 0.15, recover_gate: float = 1.0,
+                 appearance: float = 2.0, colour_gate: float | None = 0.2):
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
         if not 0 <= low_thresh <= track_thresh <= 1:
@@ -170,6 +230,10 @@ class Tracker:
             raise ValueError(f"class_penalty must be >= 0, got {class_penalty}")
         if not recover_gate >= 0:
             raise ValueError(f"recover_gate must be >= 0, got {recover_gate}")
+        if not appearance >= 0:
+            raise ValueError(f"appearance must be >= 0, got {appearance}")
+        if colour_gate is not None and not colour_gate > 0:
+            raise ValueError(f"colour_gate must be > 0 (or None: no gate), got {colour_gate}")
         self.frame_rate = float(frame_rate)
         self.track_thresh = float(track_thresh)
         self.match_thresh = float(match_thresh)
@@ -180,6 +244,8 @@ class Tracker:
         self.class_aware = class_aware
         self.class_penalty = float(class_penalty)
         self.recover_gate = float(recover_gate)
+        self.appearance = float(appearance)
+        self.colour_gate = None if colour_gate is None else float(colour_gate)
         self.reset()
 
     def reset(self) -> None:
@@ -216,9 +282,26 @@ class Tracker:
         return np.array([tr.class_id for tr in tracks])[:, None] == dets.class_id[None, :]
 
     def _penalty(self, tracks: list[_Track], dets: Detections) -> np.ndarray | None:
-        if not self.class_penalty or self.class_aware or not tracks or not len(dets):
+        """What decides between admissible pairs beyond the gated cost: the class penalty and
+        ``appearance`` x the colour distance (0..1: Euclidean / its largest value)."""
+        if not tracks or not len(dets):
             return None
-        return np.where(self._same_class(tracks, dets), 0.0, self.class_penalty)
+        extra = None
+        if self.class_penalty and not self.class_aware:
+            extra = np.where(self._same_class(tracks, dets), 0.0, self.class_penalty)
+        colours = dets.data.get("colour")
+        if self.appearance and colours is not None:
+            dist = self._colour_distance(tracks, colours)
+            extra = self.appearance * dist + (0.0 if extra is None else extra)
+        return extra
+
+    @staticmethod
+    def _colour_distance(tracks: list[_Track], colours: np.ndarray) -> np.ndarray:
+        """(t, d) Euclidean colour distance / its largest value (0 for a track without one)."""
+        mine = np.array([np.full(colours.shape[1], np.nan) if tr.colour is None
+                         else tr.colour for tr in tracks]).reshape(len(tracks), -1)  # (t, C)
+        dist = np.linalg.norm(mine[:, None] - colours[None], axis=2)
+        return np.nan_to_num(dist / (255.0 * np.sqrt(colours.shape[1])), nan=0.0)
 
     def _step(self, t: float | None) -> float:
         """Advance the clock to ``t``; the elapsed time in (nominal) frames."""
@@ -245,17 +328,22 @@ class Tracker:
         pool = [tr for tr in self.tracks if tr.state in (TRACKED, LOST)]
         tentative = [tr for tr in self.tracks if tr.state == TENTATIVE]
         out: list[tuple[int, int]] = []          # (detection index, track id)
+        colours = detections.data.get("colour") if self.appearance or \
+            self.colour_gate is not None else None
 
         def match(tracks, idx, thresh, fuse):
             dets = detections[idx]
-            if fuse is None:                                   # stage 3b: centre distance
-                pairs = _assign(self._centre_cost(tracks, dets), thresh)
-            else:
-                pairs = _assign(self._cost(tracks, dets, fuse), thresh,
-                                self._penalty(tracks, dets))
+            cost = self._centre_cost(tracks, dets) if fuse is None else \
+                self._cost(tracks, dets, fuse)                 # stage 3b: centre distance
+            if self.colour_gate is not None and colours is not None and cost.size:
+                far = self._colour_distance(tracks, colours[idx]) > self.colour_gate
+                far &= np.array([tr.state == LOST for tr in tracks])[:, None]  # re-finding
+                cost = np.where(far, np.inf, cost)
+            pairs = _assign(cost, thresh, self._penalty(tracks, dets))
             for r, c in pairs:
                 d = idx[c]
-                tracks[r].hit(detections.xyxy[d], detections.class_id[d], t)
+                tracks[r].hit(detections.xyxy[d], detections.class_id[d], t,
+                              None if colours is None else colours[d])
             used_t = {r for r, _ in pairs}
             used_d = {c for _, c in pairs}
             return ([tr for i, tr in enumerate(tracks) if i not in used_t],
@@ -283,7 +371,8 @@ class Tracker:
         for d in high_idx:
             if conf[d] < self.new_track_thresh:
                 continue
-            tr = _Track(detections.xyxy[d], detections.class_id[d], t)
+            tr = _Track(detections.xyxy[d], detections.class_id[d], t,
+                        None if colours is None else colours[d])
             self.tracks.append(tr)
             if self.frame == 1:
                 self._confirm(tr)
