@@ -275,3 +275,26 @@ def test_a_recovered_track_restarts_its_speed_history(tmp_path):
     assert speed.forgotten == [7]
     rows = list(csv.DictReader(open(tmp_path / "tracks.csv")))
     assert rows[11]["speed"] != "" and rows[12]["speed"] == ""        # history restarted
+
+
+def test_boxes_carry_their_colour_unless_colour_is_off(tmp_path, capsys):
+    seen = []
+
+    def recording(frame):
+        d = colour_detector(frame)
+        seen.append(d)
+        return d
+    track_video(_scene(), recording, tmp_path / "a", video=False, progress=False)
+    red = [d.data["colour"][d.class_id == 0] for d in seen if (d.class_id == 0).any()]
+    assert len(red) == N and all(c.shape == (1, 3) and c[0, 0] > 200 > c[0, 2] for c in red)
+    seen.clear()
+    track_video(_scene(), recording, tmp_path / "b", video=False, progress=False, colour=False)
+    assert len(seen) == N and not any("colour" in d.data for d in seen)
+    from lowbit.cli import main
+    vid = tmp_path / "v.mp4"
+    from lowbit.data.video import VideoWriter
+    with VideoWriter(vid, 25.0, (W, H)) as w:
+        for _, _, f in _scene(12):
+            w.write(f)
+    assert main(["track", str(vid), "--detector", "mog2", "--no-colour", "--no-video",
+                 "--out", str(tmp_path / "c")]) == 0

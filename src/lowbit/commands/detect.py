@@ -62,6 +62,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="score above which a detection can start or keep a track (ByteTrack's "
                         "first stage); lower it for an early model")
     p.add_argument("--max-speed", type=_positive, default=60.0, help="clamp speeds (m/s)")
+    p.add_argument("--no-colour", action="store_true",
+                   help="the tracker ignores the boxes' colours (by default a track prefers "
+                        "boxes of its colour, and a lost one refuses other colours)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N frames only")
 
 
@@ -226,7 +229,7 @@ def _train(a: argparse.Namespace) -> int:
 def _eval(a: argparse.Namespace) -> int:
     from lowbit.detect.metrics import eval_command
     return eval_command(a.model, a.data, a.threads, a.detector, a.threshold, a.max_speed,
-                        a.track_thresh, a.out, a.limit)
+                        a.track_thresh, a.out, a.limit, colour=not a.no_colour)
 
 
 def _autolabel(a: argparse.Namespace) -> int:
@@ -240,4 +243,4 @@ def _track(a: argparse.Namespace) -> int:
     from lowbit.detect.pipeline import track_command
     return track_command(a.video, a.model, a.out, a.calib, a.threads, a.threshold, a.max_speed,
                          a.detector, a.unit, a.timestamps, a.limit, a.no_video, a.batch,
-                         a.track_thresh)
+                         a.track_thresh, colour=not a.no_colour)

@@ -251,7 +251,8 @@ def format_table(res: dict) -> str:
 
 def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
                  threshold: float = 0.1, max_speed: float = 60.0, track_thresh: float = 0.5,
-                 out=None, limit: int | None = None, progress: bool | None = None) -> int:
+                 out=None, limit: int | None = None, progress: bool | None = None,
+                 colour: bool = True) -> int:
     """``lowbit detect eval [MODEL] DATA_DIR``: run detection + tracking on a synthetic
     folder's video and print the metrics table; 0, or 2 after one
     ``lowbit detect eval: error: ...`` line for a user error.  ``out``: keep the run's files
@@ -281,7 +282,7 @@ def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
                 tempfile.TemporaryDirectory(prefix="lowbit-eval-")))
             track_video(data_dir / "video.mp4", det, run_dir, cal,
                         timestamps=stamps,
-                        track_thresh=track_thresh,
+                        track_thresh=track_thresh, colour=colour,
                         speed=SpeedEstimator(max_speed=max_speed), video=bool(out),
                         limit=limit, progress=progress)
             res = evaluate_tracking(run_dir, data_dir, class_agnostic=detector == "mog2")

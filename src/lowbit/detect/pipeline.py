@@ -145,7 +145,7 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
                 timestamps="auto", fps: float | None = None, tracker: Tracker | None = None,
                 speed: SpeedEstimator | None = None, unit: str = "km/h", video: bool = True,
                 batch: int = 1, class_names=None, limit: int | None = None,
-                edge_margin: float = 1.0, track_thresh: float = 0.5,
+                edge_margin: float = 1.0, track_thresh: float = 0.5, colour: bool = True,
                 progress: bool | None = None) -> dict:
     """Detect, track and measure every frame of ``source`` (a video path / URL / camera index
     read with ``lowbit.data.video.open_video``, or an iterable of ``(index, seconds, frame)``)
@@ -153,7 +153,8 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
 
     ``timestamps``: passed to ``open_video`` (``"auto"``: ``timestamps.json`` beside the
     video); ``fps``: the nominal rate (default: the video's); ``tracker`` / ``speed``: default
-    ``Tracker(fps, track_thresh)`` / ``SpeedEstimator()``; ``batch``: frames per call of a batched
+    ``Tracker(fps, track_thresh)`` (``colour=False``: without its colour cue) /
+    ``SpeedEstimator()``; ``batch``: frames per call of a batched
     detector; ``limit``: stop after that many frames; ``edge_margin`` (px): boxes this close
     to the left, right or bottom edge add no position to the speed fit (their bottom centre
     is cut off); ``progress``: a tqdm bar on stderr (None: only on a terminal)."""
@@ -165,7 +166,8 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, fps, total, close = _frames(source, timestamps, fps)
     tracker = tracker or Tracker(frame_rate=fps, track_thresh=track_thresh,
-                                 low_thresh=min(0.1, track_thresh))
+                                 low_thresh=min(0.1, track_thresh),
+                                 **({} if colour else {"appearance": 0.0, "colour_gate": None}))
     speed = speed or SpeedEstimator()
     class_names = class_names if class_names is not None else \
         (getattr(detector, "classes", None) or None)
@@ -344,7 +346,7 @@ def track_command(video, model=None, out="runs/track", calib=None, threads: int 
                   threshold: float = 0.1, max_speed: float = 60.0, detector: str = "model",
                   unit: str = "km/h", timestamps="auto", limit: int | None = None,
                   no_video: bool = False, batch: int = 8, track_thresh: float = 0.5,
-                  progress: bool | None = None) -> int:
+                  progress: bool | None = None, colour: bool = True) -> int:
     """``lowbit track VIDEO [MODEL]``: detect, track and measure speeds; 0, or 2 after one
     ``lowbit track: error: ...`` line for a user error."""
     from lowbit.data.idx import DataError
@@ -364,7 +366,7 @@ def track_command(video, model=None, out="runs/track", calib=None, threads: int 
         summary = track_video(video, det, out, cal, timestamps=timestamps,
                               speed=SpeedEstimator(max_speed=max_speed), unit=unit,
                               video=not no_video, batch=batch, limit=limit,
-                              track_thresh=track_thresh, progress=progress)
+                              track_thresh=track_thresh, colour=colour, progress=progress)
     except (CalibrationError, DataError, ValueError, OSError) as e:
         return fail("track", str(e) or type(e).__name__)
     _print_summary(summary, out, unit)
