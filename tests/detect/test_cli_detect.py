@@ -26,7 +26,7 @@ def test_cli_end_to_end(tmp_path, capsys):
                 str(d / "run"), "--epochs", "1", "--width", "8", "--batch-size", "16",
                 "--stem-pool", "--blocks", "1,1", "--head", "quant", "--no-flip",
                 "--shift", "0.1", "--scale", "0.2", "--photometric", "0.3",
-                "--neighbours", "0.25", "--threads", "1"]) == 0
+                "--neighbours", "0.25", "--jpeg", "0.5", "--threads", "1"]) == 0
     capsys.readouterr()
     model = d / "run" / "detector.lbm"
     ck = json.loads((d / "run" / "history.json").read_text())
@@ -34,7 +34,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     import torch
     cfg = torch.load(d / "run" / "checkpoint.pt", weights_only=False)["config"]
     assert (cfg["flip"], cfg["shift"], cfg["scale"], cfg["photometric"]) == (False, 0.1, 0.2, 0.3)
-    assert cfg["neighbours"] == 0.25
+    assert cfg["neighbours"] == 0.25 and cfg["jpeg"] == 0.5
     assert cfg["train_size"] == 20 + 34 and cfg["input_shape"] == [3, 48, 64]
 
     assert cli(["detect", "eval", "--model", str(model), "--data", str(d / "vid"),
@@ -46,9 +46,9 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     assert cli(["track", str(d / "vid" / "video.mp4"), "--model", str(model), "--calib",
                 str(d / "vid" / "calib.json"), "--out", str(d / "track"), "--no-video",
-                "--track-thresh", "0.2", "--unit", "m/s"]) == 0
+                "--track-thresh", "0.2", "--unit", "m/s", "--tta"]) == 0
     summary = json.loads((d / "track" / "summary.json").read_text())
-    assert summary["frames"] == 40 and summary["calibrated"]
+    assert summary["frames"] == 40 and summary["calibrated"] and summary["tta"]
 
     assert cli(["detect", "autolabel", str(d / "vid" / "video.mp4"), "--out",
                 str(d / "auto"), "--warmup", "10"]) == 0
@@ -60,6 +60,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert cli(["detect", "train", "--data", str(d / "ds"), "--out", str(d / "bad3"),
                 "--neighbours", "-1"]) == 2
     assert "neighbours" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["detect", "train", "--data", str(d / "ds"), "--out", str(d / "bad4"),
+             "--jpeg", "2"])
+    assert "--jpeg" in capsys.readouterr().err
     assert cli(["detect", "synth", "--out", str(d / "bad2"), "--videos", "2",
                 "--val-videos", "-1"]) == 2
 

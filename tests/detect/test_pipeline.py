@@ -204,6 +204,12 @@ def test_track_and_eval_commands_with_mog2(synth_dir, tmp_path, capsys):
     assert (tmp_path / "tr" / "tracks.mp4").is_file()
     assert eval_command(None, tmp_path, detector="mog2") == 2
     assert "video.mp4: file not found" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tr" / "summary.json").read_text())["tta"] is False
+    for run in (lambda: eval_command(None, synth_dir, detector="mog2", tta=True),
+                lambda: track_command(synth_dir / "video.mp4", None, tmp_path / "t2",
+                                      detector="mog2", tta=True)):
+        assert run() == 2
+        assert "--tta: only a model detector" in capsys.readouterr().err
 
 
 def test_annotator_draws_boxes_labels_and_trails():

@@ -412,7 +412,7 @@ class Killed(Exception):
 
 
 TINY = dict(model="bnn", model_args=dict(width=8), epochs=2, batch_size=8, lr=3e-3,
-            shift=0.1, scale=0.2, photometric=0.3, progress=False)
+            shift=0.1, scale=0.2, photometric=0.3, jpeg=0.5, progress=False)
 
 
 def _states_equal(a, b):
@@ -462,6 +462,60 @@ def test_fit_checkpoints_resumes_exactly_and_exports(tmp_path):
     hm_rt, hm_ref = _untied(maps[0], ref[0], threshold=0.1)
     _same_detections(decode(hm_rt, *maps[1:], 8, threshold=0.1),
                      decode(hm_ref, *ref[1:], 8, threshold=0.1))
+
+
+def test_jpeg_round_trips_the_drawn_images_only():
+    from lowbit.train.detect_augment import jpeg_batch
+    rng = np.random.default_rng(0)
+    for c in (1, 3, 4):
+        x = torch.from_numpy(rng.integers(0, 256, (3, c, 24, 32), dtype=np.uint8))
+        y = jpeg_batch(x, np.array([0, 40, 95]))
+        assert y.dtype == torch.uint8 and y.shape == x.shape
+        assert torch.equal(y[0], x[0])                                    # quality 0: as is
+        err = [float((y[i].float() - x[i].float()).abs().mean()) for i in (1, 2)]
+        assert err[0] > err[1] > 0                                       # lower quality, more loss
+        assert torch.equal(jpeg_batch(x, np.array([0, 40, 95])), y)       # deterministic
+    # RGB is coded as one colour image (4:2:0 chroma): a gray image stays gray
+    g = torch.from_numpy(np.repeat(rng.integers(0, 256, (1, 1, 24, 32), dtype=np.uint8), 3, 1))
+    out = jpeg_batch(g, [50])
+    assert (out[0, 0].int() - out[0, 1].int()).abs().max() <= 2
+    assert torch.equal(jpeg_batch(g, [0]), g)
+    with pytest.raises(ValueError, match="qualities"):
+        jpeg_batch(g, [50, 60])
+    with pytest.raises(ValueError, match="jpeg"):
+        fit_detector(shapes(4), jpeg=1.5, **{k: v for k, v in TINY.items() if k != "jpeg"})
+
+
+def test_tta_averages_the_mirrored_pass_and_is_mirror_symmetric(tmp_path):
+    images, _, _ = shapes(6, channels=3, seed=3)                  # (6, 3, 48, 64)
+    torch.manual_seed(0)
+    model = build_detector("bnn", in_channels=3, num_classes=2, width=8)
+    randomize_bn(model)
+    model.eval()
+    norm = Normalization.from_images(images)
+    export_detector(model, tmp_path / "d.lbm", norm, images.shape[1:], ["a", "b"])
+    plain = Detector(tmp_path / "d.lbm", threshold=0.2)
+    tta = Detector(tmp_path / "d.lbm", threshold=0.2, tta=True)
+    a, b = plain.maps(images), plain.maps(np.ascontiguousarray(images[..., ::-1]))
+    want = [(a[0] + b[0][..., ::-1]) / 2, (a[1] + b[1][..., ::-1]) / 2,
+            (a[2] + np.concatenate([1 - b[2][:, :1], b[2][:, 1:]], 1)[..., ::-1]) / 2]
+    for got, w in zip(tta.maps(images), want):
+        np.testing.assert_allclose(got, w, rtol=0, atol=1e-6)
+    # the boxes of a mirrored frame are the mirrored boxes of the frame
+    W = images.shape[3]
+    fwd, mir = tta(images), tta(np.ascontiguousarray(images[..., ::-1]))
+    assert sum(len(d) for d in fwd) > 5
+    for d, m in zip(fwd, mir):
+        flipped = np.stack([W - d.xyxy[:, 2], d.xyxy[:, 1], W - d.xyxy[:, 0], d.xyxy[:, 3]], 1)
+        i, j = np.lexsort((flipped[:, 0], flipped[:, 1], d.class_id)), \
+            np.lexsort((m.xyxy[:, 0], m.xyxy[:, 1], m.class_id))
+        np.testing.assert_array_equal(d.class_id[i], m.class_id[j])
+        np.testing.assert_allclose(flipped[i], m.xyxy[j], atol=1e-3)
+        np.testing.assert_allclose(d.confidence[i], m.confidence[j], atol=1e-6)
+    export_detector(model, tmp_path / "odd.lbm", norm, images.shape[1:], ["a", "b"],
+                    extra={"stride": 12})              # a file whose grid is not the frame's
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        Detector(tmp_path / "odd.lbm", tta=True)
 
 
 def _fake_yolo(monkeypatch, train, val):

@@ -65,6 +65,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-colour", action="store_true",
                    help="the tracker ignores the boxes' colours (by default a track prefers "
                         "boxes of its colour, and a lost one refuses other colours)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also run each frame mirrored and average the "
+                        "two passes' maps (twice the detector's time; model detector only)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N frames only")
 
 
@@ -137,6 +140,9 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric", type=_shift, default=None, metavar="P",
                    help="random contrast 1+-P, brightness +-P (channel std units) and noise "
                         "up to P/3")
+    p.add_argument("--jpeg", type=_fraction, default=None, metavar="P",
+                   help="round-trip this share of the training images through JPEG at a "
+                        "random quality 40-95 (compressed-video artefacts; default 0)")
     p.add_argument("--class-loss", type=float, default=None, metavar="W",
                    help="weight of a softmax cross-entropy across the classes at each "
                         "object's centre cell, added to the focal loss (default 0: off)")
@@ -220,7 +226,7 @@ def _train(a: argparse.Namespace) -> int:
     return train_command(a.data, a.model, a.out, a.epochs, a.batch_size, a.lr, a.width,
                          a.stride, blocks, a.threads, a.resume, a.overwrite, a.seed,
                          flip=a.flip, shift=a.shift, scale=a.scale, photometric=a.photometric,
-                         head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
+                         jpeg=a.jpeg, head=a.head, head_channels=a.head_channels, stem_pool=a.stem_pool,
                          fpn=a.fpn, class_loss=a.class_loss, neighbours=a.neighbours,
                          teacher=a.teacher,
                          distill=a.distill, temperature=a.temperature)
@@ -229,7 +235,7 @@ def _train(a: argparse.Namespace) -> int:
 def _eval(a: argparse.Namespace) -> int:
     from lowbit.detect.metrics import eval_command
     return eval_command(a.model, a.data, a.threads, a.detector, a.threshold, a.max_speed,
-                        a.track_thresh, a.out, a.limit, colour=not a.no_colour)
+                        a.track_thresh, a.out, a.limit, colour=not a.no_colour, tta=a.tta)
 
 
 def _autolabel(a: argparse.Namespace) -> int:
@@ -243,4 +249,4 @@ def _track(a: argparse.Namespace) -> int:
     from lowbit.detect.pipeline import track_command
     return track_command(a.video, a.model, a.out, a.calib, a.threads, a.threshold, a.max_speed,
                          a.detector, a.unit, a.timestamps, a.limit, a.no_video, a.batch,
-                         a.track_thresh, colour=not a.no_colour)
+                         a.track_thresh, colour=not a.no_colour, tta=a.tta)

@@ -11,6 +11,15 @@ have the size and channel count (and channel order) the model was trained on
 (``input_shape``); :func:`lowbit.detect.decode.decode` turns the maps into boxes.  A model
 trained on motion data (meta ``motion`` = k) takes one more, last, channel: the gray frame k
 frames earlier (:class:`lowbit.detect.pipeline.ModelFrames` stacks it from the video).
+
+``tta=True`` (test-time augmentation, ``--tta`` of ``lowbit track`` / ``detect eval``) also
+runs each frame mirrored left-right and averages the two passes' maps, cell by cell, before
+decoding (twice the detector's time).  Mirrored, grid column ``x`` is column ``w - 1 - x``
+(the input width must be a multiple of the stride), sizes are unchanged, and a centre
+``(x + dx) * stride`` from the left is ``W - (x' + dx') * stride``, so ``dx = 1 - dx'``.
+Heatmap logits, log sizes and offsets are averaged as they are.  On six validation videos
+(default binary detector): mAP@0.5 0.848 -> 0.862, MOTA 0.784 -> 0.794, speed error 10.3 ->
+9.1 % (docs/results.md).
 """
 from __future__ import annotations
 
@@ -32,10 +41,11 @@ class Detector:
     minimum score of a detection; ``topk``: most detections per frame; ``batch``: frames per
     runtime call.  Attributes: ``runtime``, ``stride``, ``classes`` (names), ``input_shape``
     (C, H, W), ``motion`` (frames between a frame and the earlier one it also takes; 0:
-    none), ``meta``."""
+    none), ``meta``; ``tta``: average each frame's maps with its mirror image's (module
+    docstring)."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, threshold: float = 0.3,
-                 topk: int = 100, batch: int = 32):
+                 topk: int = 100, batch: int = 32, tta: bool = False):
         self.runtime = Runtime(path, threads=threads)
         self.meta = dict(self.runtime.meta)
         where = os.fspath(path)
@@ -67,6 +77,11 @@ class Detector:
         self.threshold, self.topk, self.batch = float(threshold), int(topk), int(batch)
         if self.batch < 1:
             raise ValueError(f"batch: expected >= 1, got {batch!r}")
+        self.tta = bool(tta)
+        if self.tta and self.input_shape[2] % self.stride:
+            raise ValueError(f"{where}: tta: the input width {self.input_shape[2]} is not a "
+                             f"multiple of the stride {self.stride}, so a mirrored frame's "
+                             f"grid does not fall on the frame's")
 
     def frames(self, frames) -> np.ndarray:
         """``frames`` as uint8 (N, C, H, W): a 4-D batch as is, one (H, W, C) frame or one gray
@@ -89,6 +104,14 @@ class Detector:
         """The raw outputs (heatmap_logits (N, K, h, w), size (N, 2, h, w), offset (N, 2, h, w))
         of uint8 frames."""
         x = self.frames(frames)
+        maps = self._run(x)
+        if not self.tta:
+            return maps
+        hm, size, off = (m[..., ::-1] for m in self._run(np.ascontiguousarray(x[..., ::-1])))
+        off = np.concatenate([1 - off[:, :1], off[:, 1:]], axis=1)      # dx = 1 - dx'
+        return tuple(((a + b) / 2).astype(a.dtype) for a, b in zip(maps, (hm, size, off)))
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [self.runtime.run(x[i:i + self.batch]) for i in range(0, len(x), self.batch)]
         return tuple(np.concatenate([p[name] for p in parts]) for name in self._outputs)
 

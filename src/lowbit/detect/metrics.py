@@ -252,7 +252,7 @@ def format_table(res: dict) -> str:
 def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
                  threshold: float = 0.1, max_speed: float = 60.0, track_thresh: float = 0.5,
                  out=None, limit: int | None = None, progress: bool | None = None,
-                 colour: bool = True) -> int:
+                 colour: bool = True, tta: bool = False) -> int:
     """``lowbit detect eval [MODEL] DATA_DIR``: run detection + tracking on a synthetic
     folder's video and print the metrics table; 0, or 2 after one
     ``lowbit detect eval: error: ...`` line for a user error.  ``out``: keep the run's files
@@ -276,7 +276,8 @@ def eval_command(model, data_dir, threads: int = 1, detector: str = "model",
         cal = Calibration.from_file(data_dir / "calib.json")
         stamps = data_dir / "timestamps.json"
         stamps = stamps if stamps.is_file() else None
-        det = build_detector(detector, model, threads, threshold, data_dir / "video.mp4", stamps)
+        det = build_detector(detector, model, threads, threshold, data_dir / "video.mp4", stamps,
+                             tta=tta)
         with contextlib.ExitStack() as stack:
             run_dir = Path(out) if out else Path(stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="lowbit-eval-")))

@@ -202,6 +202,7 @@ def track_video(source, detector, out_dir, calibration: Calibration | None = Non
                "nominal_fps": fps, "unit": "m/s", "calibration": getattr(calibration, "source",
                                                                          None),
                "calibrated": calibration is not None,
+               "tta": bool(getattr(getattr(detector, "detector", None), "tta", False)),
                "timings_s": {k: round(v, 6) for k, v in timings.items()},
                "tracks": stats.summary(class_names),
                "files": ["tracks.csv", "detections.csv", "summary.json"]
@@ -297,11 +298,13 @@ def _print_summary(summary: dict, out_dir: Path, unit: str) -> None:
 
 
 def build_detector(kind: str, model, threads: int, threshold: float, video=None,
-                   timestamps=None, prime: int = 30):
-    """The ``model`` (a model-file ``Detector`` wrapped in :class:`ModelFrames`) or ``mog2``
-    (``BackgroundSubtractorDetector``, primed with the per-pixel median of the first
-    ``prime`` frames of ``video`` so objects present at the start leave no ghosts) detector;
-    ValueError / OSError for a bad choice or file."""
+                   timestamps=None, prime: int = 30, tta: bool = False):
+    """The ``model`` (a model-file ``Detector`` wrapped in :class:`ModelFrames`; ``tta``: with
+    the mirrored second pass) or ``mog2`` (``BackgroundSubtractorDetector``, primed with the
+    per-pixel median of the first ``prime`` frames of ``video`` so objects present at the
+    start leave no ghosts) detector; ValueError / OSError for a bad choice or file."""
+    if tta and kind != "model":
+        raise ValueError(f"--tta: only a model detector has a mirrored pass, not {kind!r}")
     if kind == "mog2":
         from lowbit.detect.autolabel import BackgroundSubtractorDetector
 
@@ -323,7 +326,7 @@ def build_detector(kind: str, model, threads: int, threshold: float, video=None,
         raise ValueError(f"{model}: file not found")
     from lowbit.detect.detector import Detector
 
-    return ModelFrames(Detector(model, threads=threads, threshold=threshold))
+    return ModelFrames(Detector(model, threads=threads, threshold=threshold, tta=tta))
 
 
 def check_common(threads: int, threshold: float, max_speed: float, unit: str,
@@ -346,7 +349,8 @@ def track_command(video, model=None, out="runs/track", calib=None, threads: int 
                   threshold: float = 0.1, max_speed: float = 60.0, detector: str = "model",
                   unit: str = "km/h", timestamps="auto", limit: int | None = None,
                   no_video: bool = False, batch: int = 8, track_thresh: float = 0.5,
-                  progress: bool | None = None, colour: bool = True) -> int:
+                  progress: bool | None = None, colour: bool = True,
+                  tta: bool = False) -> int:
     """``lowbit track VIDEO [MODEL]``: detect, track and measure speeds; 0, or 2 after one
     ``lowbit track: error: ...`` line for a user error."""
     from lowbit.data.idx import DataError
@@ -362,7 +366,8 @@ def track_command(video, model=None, out="runs/track", calib=None, threads: int 
     try:
         out.mkdir(parents=True, exist_ok=True)
         cal = Calibration.from_file(calib) if calib else None
-        det = build_detector(detector, model, threads, threshold, video, timestamps)
+        det = build_detector(detector, model, threads, threshold, video, timestamps,
+                             tta=tta)
         summary = track_video(video, det, out, cal, timestamps=timestamps,
                               speed=SpeedEstimator(max_speed=max_speed), unit=unit,
                               video=not no_video, batch=batch, limit=limit,

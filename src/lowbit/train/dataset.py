@@ -64,10 +64,15 @@ class ImageSet(Dataset):
 
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float32 images ``(B, C, H, W)`` and int64 labels for the given indices."""
-        pixels = self.images[idx].long()
+        return self.normalise(self.images[idx]), self.labels[idx]
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 images ``(B, C, H, W)`` (of this set, or changed, e.g. compressed) through the
+        normalisation tables: float32, the same values ``batch`` gives."""
+        pixels = pixels.long()
         if self._offsets is not None:
             pixels = pixels + self._offsets
-        return self.table[pixels], self.labels[idx]
+        return self.table[pixels]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.batch(slice(i, i + 1))

@@ -1,6 +1,7 @@
 """Augmentation of a detection batch and its boxes together (``lowbit detect train``):
 horizontal flips, zooms about the centre, translations and photometric changes, applied to a
-normalised batch (B, C, H, W) on its device.  The draws (which image flips, by how much it
+normalised batch (B, C, H, W) on its device; and JPEG compression (:func:`jpeg_batch`),
+applied to the uint8 pixels before they are normalised.  The draws (which image flips, by how much it
 moves...) are made by the caller as a pure function of (seed, epoch), so a resumed run
 repeats them exactly; these functions only apply them.
 """
@@ -9,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["augment_batch"]
+__all__ = ["augment_batch", "jpeg_batch", "JPEG_QUALITY"]
+
+# the range a ``jpeg`` draw takes its quality from (OpenCV / libjpeg scale, 4:2:0 chroma)
+JPEG_QUALITY = (40, 95)
 
 
 def _keep_half(b: np.ndarray, W: int, H: int) -> np.ndarray:
@@ -34,6 +38,38 @@ def _zoom(x: torch.Tensor, boxes: list, zooms: np.ndarray) -> tuple[torch.Tensor
     out = [_keep_half((b - centre) * np.float32(zf) + centre, W, H) if len(b) else b
            for b, zf in zip(boxes, zooms)]
     return y, out
+
+
+def jpeg_batch(pixels: torch.Tensor, quality) -> torch.Tensor:
+    """uint8 images ``pixels`` (B, C, H, W) with image ``i`` round-tripped through JPEG at
+    ``quality[i]`` (1..100; 0 leaves it as it is): the block (DCT) and chroma (4:2:0)
+    artefacts of a compressed camera stream (H.264, MJPEG), which a model trained on lossless
+    frames has never seen.  Three channels are coded as one RGB image; otherwise each
+    channel as a gray image, except that a fourth channel after RGB (motion data's earlier
+    frame) is coded gray beside them."""
+    import cv2
+    q = np.asarray(quality).reshape(-1)
+    if len(q) != pixels.shape[0]:
+        raise ValueError(f"jpeg_batch: {len(q)} qualities for {pixels.shape[0]} images")
+    if not q.any():
+        return pixels
+    x = pixels.cpu().numpy().copy()                         # (B, C, H, W) uint8
+    C = x.shape[1]
+
+    def trip(img, qi):                                      # (H, W) or (H, W, 3) BGR
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(qi)])
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+    for i in np.flatnonzero(q):
+        if C in (3, 4):
+            rgb = np.ascontiguousarray(x[i, 2::-1].transpose(1, 2, 0))   # BGR (H, W, 3)
+            x[i, :3] = trip(rgb, q[i]).transpose(2, 0, 1)[::-1]
+            rest = range(3, C)
+        else:
+            rest = range(C)
+        for c in rest:
+            x[i, c] = trip(np.ascontiguousarray(x[i, c]), q[i])
+    return torch.from_numpy(x).to(pixels.device)
 
 
 def _photometric(x: torch.Tensor, contrast, brightness, noise, rng) -> torch.Tensor:

@@ -78,7 +78,7 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
                   resume: bool = False, overwrite: bool = False, seed: int | None = None,
                   flip: bool | None = None, shift: float | None = None,
                   scale: float | None = None, photometric: float | None = None,
-                  head: str | None = None, head_channels: int | None = None,
+                  jpeg: float | None = None, head: str | None = None, head_channels: int | None = None,
                   stem_pool: bool | None = None, fpn: bool | None = None,
                   class_loss: float | None = None, neighbours: float | None = None,
                   teacher: str | None = None,
@@ -119,7 +119,8 @@ def train_command(data: str | Path, model: str | None = None, out: str | Path = 
             args = {**MODEL_DEFAULTS, **args}
         res = fit_detector(train, val, model=model, model_args=args, epochs=epochs,
                            lr=lr, batch_size=batch_size, seed=seed, flip=flip, shift=shift,
-                           scale=scale, photometric=photometric, class_loss=class_loss,
+                           scale=scale, photometric=photometric, jpeg=jpeg,
+                           class_loss=class_loss,
                            neighbours=neighbours,
                            teacher=teacher, distill=distill, temperature=temperature,
                            out_dir=out_dir,

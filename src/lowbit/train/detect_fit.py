@@ -6,7 +6,9 @@ the training images, through the same look-up tables as the runtime); cheap augm
 horizontal flips (``flip``), zooms in ``[1/(1+scale), 1+scale]`` about the centre, translations
 by up to ``shift`` of the image size, boxes moved with the pixels, and photometric changes of
 strength ``photometric`` (contrast, brightness per image and channel, Gaussian noise; in
-channel-std units), drawn as a pure function of (seed, epoch); the
+channel-std units), and a JPEG round trip of a share ``jpeg`` of the images at a quality
+drawn from ``JPEG_QUALITY`` (the artefacts of compressed video), drawn as a pure function
+of (seed, epoch); the
 :mod:`lowbit.train.detect_loss` loss (``class_loss``: the weight of its class cross-entropy
 term, 0 = off; ``neighbours``: the weight of size and offset regression at the 8 cells around
 each centre, 0 = centres only); with ``teacher`` (a trained detector checkpoint of the same classes, stride
@@ -44,7 +46,7 @@ from lowbit.data import Normalization, batch_order
 
 from .checkpoint import build_model, load_checkpoint, save_checkpoint, set_rng_state
 from .dataset import ImageSet
-from .detect_augment import augment_batch
+from .detect_augment import JPEG_QUALITY, augment_batch, jpeg_batch
 from .detect_loss import (THRESHOLD, TOPK, decode_torch, detection_loss, detection_metrics,
                           make_targets)
 from .detector import DETECTOR, detector_spec, out_size
@@ -58,7 +60,7 @@ __all__ = ["DEFAULTS", "MODEL_DEFAULTS", "DetectFitResult", "fit_detector", "eva
 
 DEFAULTS: dict[str, Any] = {"epochs": 14, "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0,
                             "flip": True, "shift": 0.0, "scale": 0.0, "photometric": 0.3,
-                            "seed": 0, "optimizer": "adam", "class_loss": 0.0,
+                            "jpeg": 0.0, "seed": 0, "optimizer": "adam", "class_loss": 0.0,
                             "neighbours": 0.0,
                             "schedule": "cosine"}
 CHECKPOINT, MODEL_FILE = "checkpoint.pt", "detector.lbm"
@@ -227,6 +229,11 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post,
         noise = rng2.uniform(0, ps / 3, n)
         if config.get("motion", 0):     # the earlier frame: the same light as the image's
             brightness[:, -1] = brightness[:, :-1].mean(1)
+    share = float(config.get("jpeg", 0.0))                 # absent in older runs' configs
+    rng3 = np.random.default_rng([seed, epoch, 4])
+    quality = (np.where(rng3.random(n) < share, rng3.integers(JPEG_QUALITY[0],
+                                                              JPEG_QUALITY[1] + 1, n), 0)
+               if share > 0 else None)                                     # (n,) 0: none
     dev = images.device
     sums = {"loss": 0.0, "heatmap": 0.0, "size": 0.0, "offset": 0.0}
     class_weight = float(config.get("class_loss", 0.0))     # absent in older runs' configs
@@ -236,7 +243,10 @@ def _epoch(model, opt, sched, d, images, config, epoch, progress, post,
         lr = lr_at(sched, epoch * steps + i)
         set_lr(opt, lr)
         idx = order[i * bs:(i + 1) * bs]
-        x = images.batch(torch.from_numpy(idx).to(dev))[0]                  # (B, C, H, W)
+        pixels = images.images[torch.from_numpy(idx).to(dev)]            # (B, C, H, W) uint8
+        if quality is not None:
+            pixels = jpeg_batch(pixels, quality[idx])
+        x = images.normalise(pixels)                                       # float32
         photo = (contrast[idx], brightness[idx], noise[idx],
                  np.random.default_rng([seed, epoch, 3, i])) if ps > 0 else None
         x, boxes = augment_batch(x, [d.boxes[j] for j in idx], None if flips is None else flips[idx],
@@ -273,8 +283,8 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
                  lr: float | None = None, batch_size: int | None = None,
                  weight_decay: float | None = None, flip: bool | None = None,
                  shift: float | None = None, scale: float | None = None,
-                 photometric: float | None = None, seed: int | None = None,
-                 class_loss: float | None = None, neighbours: float | None = None,
+                 photometric: float | None = None, jpeg: float | None = None,
+                 seed: int | None = None, class_loss: float | None = None, neighbours: float | None = None,
                  teacher: str | Path | None = None,
                  distill: float | None = None, temperature: float | None = None,
                  out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False, threads: int | None = None,
@@ -314,9 +324,12 @@ def fit_detector(train, val=None, *, model: str | nn.Module | None = None,
         raise ValueError(f"neighbours: expected a weight >= 0, got {neighbours!r}")
     if photometric is not None and not 0 <= photometric < 1:
         raise ValueError(f"photometric: expected a strength in [0, 1), got {photometric!r}")
+    if jpeg is not None and not 0 <= jpeg <= 1:
+        raise ValueError(f"jpeg: expected the share of images to compress, in [0, 1], got "
+                         f"{jpeg!r}")
     explicit = {k: x for k, x in dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                       weight_decay=weight_decay, flip=flip, shift=shift,
-                                      scale=scale, photometric=photometric,
+                                      scale=scale, photometric=photometric, jpeg=jpeg,
                                       class_loss=class_loss, neighbours=neighbours,
                                       **distill_config(teacher, distill, temperature, 1.0)).items()
                 if x is not None}
